@@ -1,0 +1,39 @@
+"""Alembic environment: uses the connection handed over by central.storage.db.migrate, or the
+URL in FIELDLOOP_DB_URL when run as plain ``alembic`` from the command line."""
+
+from __future__ import annotations
+
+import os
+
+from alembic import context
+
+from central.storage.db import make_engine
+from central.storage.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = make_engine(os.environ.get("FIELDLOOP_DB_URL", "sqlite:///data/fieldloop.db"))
+    with engine.begin() as conn:
+        context.configure(
+            connection=conn,
+            target_metadata=target_metadata,
+            render_as_batch=conn.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run()

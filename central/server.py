@@ -1,0 +1,55 @@
+"""Running central under uvicorn, in-process (the demo, the tests) or as ``fieldloop central``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import uvicorn
+from fastapi import FastAPI
+
+from central.api.app import create_app
+from central.ingest.events import IngestOutcome
+from central.settings import Settings
+from fieldloop.messages import Event
+
+
+class CentralServer:
+    def __init__(
+        self,
+        settings: Settings,
+        on_outcome: Callable[[Event, IngestOutcome], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.app: FastAPI = create_app(settings, on_outcome=on_outcome)
+        config = uvicorn.Config(
+            self.app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            lifespan="on",
+        )
+        self._server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(), name="central-http")
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # re-raise why it could not start (port in use, bad DB URL)
+                raise RuntimeError(f"central did not start on {self.url}")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._server.should_exit = True
+        await self._task
+        self._task = None
+
+    async def serve(self) -> None:
+        await self._server.serve()

@@ -1,0 +1,1 @@
+"""Application services: domain rules applied to storage inside one transaction each."""

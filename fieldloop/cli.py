@@ -1,0 +1,298 @@
+"""The one command: ``fieldloop <subcommand>``. Every flag has a FIELDLOOP_* environment variable
+(shown in --help); ``main(argv)`` runs in-process in the tests. Subcommands import the packages they
+drive lazily, so ``fieldloop`` itself depends on none of them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fieldloop import __version__
+from fieldloop.yamlfile import FileError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str | None) -> str | None:
+    return os.environ.get(f"FIELDLOOP_{name}", default)
+
+
+def _flag(
+    p: argparse.ArgumentParser, flag: str, env: str, default: str | None, help: str, **kw: object
+) -> None:
+    shown = (
+        f" [env FIELDLOOP_{env}; default: {default}]"
+        if default is not None
+        else (f" [env FIELDLOOP_{env}]")
+    )
+    p.add_argument(flag, default=_env(env, default), help=help + shown, **kw)  # type: ignore[arg-type]
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is outside 1..65535")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fieldloop",
+        description="FieldLoop: from a sensor reading to a verified, closed maintenance job.",
+    )
+    parser.add_argument("--version", action="version", version=f"fieldloop {__version__}")
+    _flag(parser, "--log-level", "LOG_LEVEL", "INFO", "logging level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run simulator -> edge agent -> broker -> central -> tickets on this machine",
+        description="Starts an embedded broker (unless --broker), SQLite (unless --db), a "
+        "simulated chiller, the edge agent and central, and plays an engineer through the ticket.",
+    )
+    demo.add_argument(
+        "--check",
+        action="store_true",
+        default=_env("CHECK", "") not in ("", "0", "false"),
+        help="run to a closed ticket and exit 0 (non-zero with the reason) [env FIELDLOOP_CHECK]",
+    )
+    _flag(demo, "--broker", "BROKER_URL", None, "use this MQTT broker instead of the embedded one")
+    _flag(demo, "--db", "DB_URL", None, "use this database URL instead of SQLite in --data-dir")
+    _flag(demo, "--data-dir", "DATA_DIR", "data/demo", "where SQLite files and the outbox live")
+    _flag(demo, "--site", "SITE", str(REPO / "deploy/sites/demo.yaml"), "site file to simulate")
+    _flag(demo, "--host", "HOST", "127.0.0.1", "address central listens on")
+    demo.add_argument(
+        "--port",
+        type=_port,
+        default=int(_env("PORT", "8000") or 8000),
+        help="central's HTTP port [env FIELDLOOP_PORT; default: 8000]",
+    )
+    demo.add_argument(
+        "--broker-port",
+        type=_port,
+        default=int(_env("EMBEDDED_BROKER_PORT", "18830") or 18830),
+        help="port of the embedded broker [env FIELDLOOP_EMBEDDED_BROKER_PORT; default: 18830]",
+    )
+    _flag(demo, "--topic-root", "TOPIC_ROOT", "fieldloop", "first segment of every MQTT topic")
+    demo.add_argument(
+        "--timeout",
+        type=_positive,
+        default=float(_env("CHECK_TIMEOUT", "60") or 60),
+        help="--check gives up after this many seconds [env FIELDLOOP_CHECK_TIMEOUT; default: 60]",
+    )
+
+    central = sub.add_parser("central", help="run the central work-order service")
+    _flag(central, "--db", "DB_URL", "sqlite:///data/fieldloop.db", "database URL")
+    _flag(central, "--broker", "BROKER_URL", "mqtt://127.0.0.1:1883", "MQTT broker URL")
+    _flag(central, "--host", "HOST", "127.0.0.1", "address to listen on")
+    central.add_argument(
+        "--port",
+        type=_port,
+        default=int(_env("PORT", "8000") or 8000),
+        help="HTTP port [env FIELDLOOP_PORT; default: 8000]",
+    )
+    _flag(central, "--topic-root", "TOPIC_ROOT", "fieldloop", "first segment of every MQTT topic")
+
+    edge = sub.add_parser("edge", help="run the edge agent for one site")
+    _flag(edge, "--site", "SITE", None, "site file (devices and how to reach them)")
+    _flag(edge, "--rules", "DETECTION_RULES", str(REPO / "rules/detection.yaml"), "detection rules")
+    _flag(edge, "--broker", "BROKER_URL", "mqtt://127.0.0.1:1883", "MQTT broker URL")
+    _flag(edge, "--data-dir", "DATA_DIR", "data/edge", "where the outbox lives")
+    _flag(edge, "--topic-root", "TOPIC_ROOT", "fieldloop", "first segment of every MQTT topic")
+
+    sim = sub.add_parser("simulate", help="serve a site's devices from their profiles")
+    _flag(sim, "--site", "SITE", None, "site file whose devices to simulate")
+    _flag(sim, "--scenario", "SCENARIO", "normal", "scenario name")
+    sim.add_argument(
+        "--seed",
+        type=int,
+        default=int(_env("SEED", "0") or 0),
+        help="noise seed [env FIELDLOOP_SEED; default: 0]",
+    )
+    sim.add_argument(
+        "--speed",
+        type=_positive,
+        default=float(_env("SPEED", "1") or 1),
+        help="scenario seconds per wall second [env FIELDLOOP_SPEED; default: 1]",
+    )
+
+    profiles = sub.add_parser("profiles", help="device profiles and site files")
+    psub = profiles.add_subparsers(dest="action", required=True, metavar="ACTION")
+    pcheck = psub.add_parser("check", help="check profile and site files; errors as file:line:col")
+    pcheck.add_argument("files", nargs="+", type=Path)
+
+    rules = sub.add_parser("rules", help="planner rule files")
+    rsub = rules.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rcheck = rsub.add_parser("check", help="check rule files; errors as file:line:col")
+    rcheck.add_argument("files", nargs="+", type=Path)
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stdout,
+        force=True,
+    )
+    for noisy in ("pymodbus", "amqtt", "transitions", "uvicorn.error", "httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+def _need(value: str | None, flag: str, env: str) -> str:
+    if not value:
+        raise SystemExit(f"fieldloop: {flag} is required (or set FIELDLOOP_{env})")
+    return value
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fieldloop.demo import DemoOptions, run_demo
+
+    opts = DemoOptions(
+        check=args.check,
+        broker_url=args.broker,
+        db_url=args.db,
+        data_dir=Path(args.data_dir),
+        site_file=Path(args.site),
+        host=args.host,
+        port=args.port,
+        broker_port=args.broker_port,
+        topic_root=args.topic_root,
+        timeout=args.timeout,
+    )
+    return asyncio.run(run_demo(opts))
+
+
+def cmd_central(args: argparse.Namespace) -> int:
+    from central.server import CentralServer
+    from central.settings import Settings
+
+    settings = Settings(
+        db_url=args.db,
+        broker_url=args.broker or None,
+        host=args.host,
+        port=args.port,
+        topic_root=args.topic_root,
+    )
+    asyncio.run(CentralServer(settings).serve())
+    return 0
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    from edge_agent.agent import EdgeAgent
+    from fieldloop.brokers import parse_broker_url
+    from fieldloop.detection import load_detection
+    from fieldloop.profiles import load_site
+    from fieldloop.topics import Topics
+
+    site = load_site(Path(_need(args.site, "--site", "SITE")))
+    rules = load_detection(Path(args.rules))
+    agent = EdgeAgent(
+        site,
+        rules,
+        parse_broker_url(args.broker),
+        Path(args.data_dir),
+        topics=Topics(args.topic_root),
+    )
+    asyncio.run(agent.run())
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from fieldloop.profiles import load_site
+    from simulators.site import build_site_simulators
+
+    site = load_site(Path(_need(args.site, "--site", "SITE")))
+    sims = build_site_simulators(site, args.scenario, seed=args.seed, speed=args.speed)
+
+    async def serve() -> None:
+        try:
+            for s in sims:
+                await s.start()
+                print(f"serving {len(s.devices)} device(s) on {s.host}:{s.port}", flush=True)
+            await asyncio.Event().wait()
+        finally:
+            for s in sims:
+                await s.stop()
+
+    asyncio.run(serve())
+    return 0
+
+
+def _report(paths: Sequence[Path], check: Callable[[Path], list[object]]) -> int:
+    failed = 0
+    for path in paths:
+        problems = check(path)
+        if problems:
+            failed += 1
+            print(f"Checking {path}  FAILED:")
+            for p in problems:
+                print(f"  {p}")
+        else:
+            print(f"Checking {path}  SUCCESS")
+    print(f"{len(paths) - failed} of {len(paths)} file(s) OK")
+    return 1 if failed else 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from fieldloop.profiles import check_files
+
+    return _report(args.files, lambda p: list(check_files([p])))
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from fieldloop.detection import load_detection
+
+    def check(path: Path) -> list[object]:
+        try:
+            load_detection(path)
+        except FileError as exc:
+            return list(exc.problems)
+        return []
+
+    return _report(args.files, check)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": cmd_demo,
+    "central": cmd_central,
+    "edge": cmd_edge,
+    "simulate": cmd_simulate,
+    "profiles": cmd_profiles,
+    "rules": cmd_rules,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        return COMMANDS[args.command](args)
+    except FileError as exc:
+        print(f"fieldloop {args.command}: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""A simulated Modbus TCP device: a real pymodbus server on a real port, serving a device profile.
+
+Register values are computed at read time from the scenario's signals, so a client always sees
+the value of "now" in scenario time (wall time since start times ``speed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from fieldloop.profiles import DeviceProfile, Resource, Table
+from fieldloop.registers import encode, to_raw
+from simulators.scenarios import Scenario
+
+log = logging.getLogger("fieldloop.simulator")
+
+_FC_TABLE = {
+    1: Table.coils,
+    5: Table.coils,
+    15: Table.coils,
+    2: Table.discrete_inputs,
+    3: Table.holding_registers,
+    6: Table.holding_registers,
+    16: Table.holding_registers,
+    23: Table.holding_registers,
+    4: Table.input_registers,
+}
+
+
+@dataclass
+class SimulatedDevice:
+    """One device (one unit id) behind a simulated Modbus TCP port."""
+
+    profile: DeviceProfile
+    scenario: Scenario
+    unit_id: int = 1
+    seed: int = 0
+    speed: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    #: values pinned by a test or benchmark, overriding the scenario
+    overrides: dict[str, float] = field(default_factory=dict)
+    started_at: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.unit_id <= 255:
+            raise ValueError(f"unit_id must be 0..255, got {self.unit_id}")
+        if self.speed <= 0:
+            raise ValueError(f"speed must be > 0, got {self.speed}")
+        names = {r.name for r in self.profile.resources}
+        unknown = sorted(set(self.scenario.signals) - names)
+        if unknown:
+            raise ValueError(
+                f"scenario {self.scenario.name!r} drives {', '.join(unknown)}, which profile "
+                f"{self.profile.name!r} does not have (it has: {', '.join(sorted(names))})"
+            )
+        self.started_at = self.clock()
+
+    def scenario_time(self) -> float:
+        return (self.clock() - self.started_at) * self.speed
+
+    def value(self, resource: Resource, t: float) -> float:
+        if resource.name in self.overrides:
+            return self.overrides[resource.name]
+        signal = self.scenario.signals.get(resource.name)
+        if signal is None:
+            return resource.min if resource.min is not None and resource.min > 0 else 0.0
+        return signal.value(t, self.seed, resource.name)
+
+    def _extent(self, table: Table) -> int:
+        ends = [r.address + r.count for r in self.profile.resources if r.table is table]
+        return max(ends, default=0)
+
+    def sim_device(self) -> SimDevice:
+        # Four separate blocks, as most PLCs and gateways have; each at least 16 wide so bit tables
+        # pack into whole registers.
+        def regs(table: Table) -> list[SimData]:
+            return [
+                SimData(0, count=max(self._extent(table), 1), values=0, datatype=DataType.REGISTERS)
+            ]
+
+        def bits(table: Table) -> list[SimData]:
+            n = max(16, -(-self._extent(table) // 16) * 16)
+            return [SimData(0, count=n, values=False, datatype=DataType.BITS)]
+
+        return SimDevice(
+            self.unit_id,
+            simdata=(
+                bits(Table.coils),
+                bits(Table.discrete_inputs),
+                regs(Table.holding_registers),
+                regs(Table.input_registers),
+            ),
+            action=self._on_request,
+        )
+
+    async def _on_request(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        table = _FC_TABLE.get(function_code)
+        if table is None:
+            return ExcCodes.ILLEGAL_FUNCTION
+        if set_values is not None:
+            # Writes are accepted for holding registers and coils (as a device would); the
+            # scenario keeps driving the value, so a write to a simulated sensor does not stick.
+            return None
+        t = self.scenario_time()
+        for r in self.profile.resources:
+            if r.table is not table:
+                continue
+            value = self.value(r, t)
+            if table.is_bits:
+                reg, bit = divmod(r.address, 16)
+                i = reg - start_address
+                if 0 <= i < len(registers):
+                    mask = 1 << bit
+                    registers[i] = (registers[i] | mask) if value else (registers[i] & ~mask)
+                continue
+            raw = to_raw(value, r.scale, r.offset)
+            if not math.isfinite(raw):
+                continue
+            words = encode(raw, r.type, r.byte_order, r.word_order, r.length)
+            i = r.address - start_address
+            if i >= 0 and i + len(words) <= len(registers):
+                registers[i : i + len(words)] = words
+        return None
+
+
+class ModbusSimulator:
+    """A Modbus TCP server on host:port with one or more simulated devices (unit ids), as a
+    serial-to-TCP gateway presents several RS-485 devices behind one port."""
+
+    def __init__(self, devices: list[SimulatedDevice], host: str = "127.0.0.1", port: int = 502):
+        if not devices:
+            raise ValueError("a simulator needs at least one device")
+        ids = [d.unit_id for d in devices]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"unit ids behind one port must differ, got {ids}")
+        self.devices = devices
+        self.host = host
+        self.port = port
+        self._server: ModbusTcpServer | None = None
+
+    async def start(self) -> None:
+        await _ensure_port_free(self.host, self.port)
+        self._server = ModbusTcpServer(
+            [d.sim_device() for d in self.devices], address=(self.host, self.port)
+        )
+        await self._server.serve_forever(background=True)
+        await _wait_listening(self.host, self.port)
+        log.info(
+            "simulator: %s serving %s on %s:%d",
+            ", ".join(d.profile.name for d in self.devices),
+            ", ".join(d.scenario.name for d in self.devices),
+            self.host,
+            self.port,
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+
+    async def __aenter__(self) -> ModbusSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+class PortInUseError(OSError):
+    """The simulator's port is taken by another process: choose another port in the site file."""
+
+
+async def _ensure_port_free(host: str, port: int) -> None:
+    try:
+        _r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
+    except (OSError, TimeoutError):
+        return
+    w.close()
+    raise PortInUseError(f"{host}:{port} is already in use by another process; pick another port")
+
+
+async def _wait_listening(host: str, port: int, within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            _r, w = await asyncio.open_connection(host, port)
+            w.close()
+            await w.wait_closed()
+            return
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise PortInUseError(
+                    f"simulator did not start listening on {host}:{port}"
+                ) from None
+            await asyncio.sleep(0.02)
