@@ -206,14 +206,14 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
     site = load_site(Path(_need(args.site, "--site", "SITE")))
     rules = load_detection(Path(args.rules))
-    agent = EdgeAgent(
-        site,
-        rules,
-        parse_broker_url(args.broker),
-        Path(args.data_dir),
-        topics=Topics(args.topic_root),
-    )
-    asyncio.run(agent.run())
+    broker = parse_broker_url(args.broker)
+
+    async def run() -> None:
+        # built inside the loop: the Modbus clients bind to the running loop
+        agent = EdgeAgent(site, rules, broker, Path(args.data_dir), topics=Topics(args.topic_root))
+        await agent.run()
+
+    asyncio.run(run())
     return 0
 
 

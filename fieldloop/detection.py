@@ -7,6 +7,7 @@ defaults to the threshold itself.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -23,7 +24,7 @@ from pydantic import (
 
 from fieldloop.messages import Severity
 from fieldloop.profiles import REPO_ROOT
-from fieldloop.yamlfile import load
+from fieldloop.yamlfile import LocatedValueError, load, repeated
 
 RuleId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 
@@ -42,8 +43,8 @@ def parse_duration(value: str | int | float) -> float:
         if not m:
             raise ValueError(f"{value!r} is not a duration; write it like 30s, 5m, 2h, 1d or 250ms")
         seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("a duration must be a finite number of seconds, not negative")
     return seconds
 
 
@@ -52,7 +53,10 @@ def default_detection_file() -> Path:
 
 
 class ThresholdRule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # .nan or .inf in a rule would make it silently never fire: refuse them
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     id: RuleId
     type: Literal["threshold"] = "threshold"
@@ -105,10 +109,12 @@ class DetectionFile(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
-        ids = [r.id for r in self.rules]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
+        dup = repeated([r.id for r in self.rules])
         if dup:
-            raise ValueError(f"rule ids must be unique; repeated: {', '.join(dup)}")
+            raise LocatedValueError(
+                f"rule id {dup[1]!r} is used twice; rule ids must be unique",
+                ("rules", dup[0], "id"),
+            )
         return self
 
 

@@ -17,7 +17,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from fieldloop.registers import Order, RawType, register_count
-from fieldloop.yamlfile import FileError, FileProblem, load, position
+from fieldloop.yamlfile import FileError, FileProblem, LocatedValueError, load, position, repeated
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s/+#$]+$")]
@@ -94,21 +94,24 @@ class DeviceProfile(_Strict):
 
     @model_validator(mode="after")
     def _unique_and_disjoint(self) -> Self:
-        seen: set[str] = set()
-        for r in self.resources:
-            if r.name in seen:
-                raise ValueError(f"resource name {r.name!r} is used twice; names must be unique")
-            seen.add(r.name)
+        dup = repeated([r.name for r in self.resources])
+        if dup:
+            raise LocatedValueError(
+                f"resource name {dup[1]!r} is used twice; names must be unique",
+                ("resources", dup[0], "name"),
+            )
         for table in Table:
             spans = sorted(
-                (r.address, r.address + r.count - 1, r.name)
-                for r in self.resources
+                (r.address, r.address + r.count - 1, r.name, i)
+                for i, r in enumerate(self.resources)
                 if r.table is table
             )
-            for (_a0, a1, n0), (b0, _b1, n1) in itertools.pairwise(spans):
+            for (_a0, a1, n0, _i0), (b0, _b1, n1, i1) in itertools.pairwise(spans):
                 if b0 <= a1:
-                    raise ValueError(
-                        f"{n0} and {n1} overlap in {table} at address {b0}; move one of them"
+                    raise LocatedValueError(
+                        f"{n1} at address {b0} overlaps {n0} (which runs to {a1}) in {table}; "
+                        "move one of them",
+                        ("resources", i1, "address"),
                     )
         return self
 
@@ -149,10 +152,12 @@ class SiteFile(_Strict):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Self:
-        ids = [d.id for d in self.devices]
-        dup = {i for i in ids if ids.count(i) > 1}
+        dup = repeated([d.id for d in self.devices])
         if dup:
-            raise ValueError(f"device ids must be unique; repeated: {', '.join(sorted(dup))}")
+            raise LocatedValueError(
+                f"device id {dup[1]!r} is used twice; device ids must be unique",
+                ("devices", dup[0], "id"),
+            )
         return self
 
 

@@ -117,7 +117,9 @@ def encode(
                 if code.islower()
                 else (0, (1 << bits) - 1)
             )
-            data = struct.pack(">" + code, min(hi, max(lo, round(float(value)))))
+            # ints stay ints: a float would drop the low bits of 64-bit counters
+            whole = value if isinstance(value, int) else round(float(value))
+            data = struct.pack(">" + code, min(hi, max(lo, whole)))
     words = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
     # _reorder is its own inverse for these two independent swaps
     return _reorder(words, byte_order, word_order)

@@ -31,6 +31,25 @@ class FileProblem:
         return f"{self.path}:{self.line}:{self.col}: {self.message}"
 
 
+class LocatedValueError(ValueError):
+    """Raised by a model validator about one element (a repeated id, an overlap), so the error
+    points at that element's line, not at the top of the file."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def repeated(values: Sequence[object]) -> tuple[int, object] | None:
+    """Index and value of the first element equal to an earlier one."""
+    seen: set[object] = set()
+    for i, v in enumerate(values):
+        if v in seen:
+            return i, v
+        seen.add(v)
+    return None
+
+
 class FileError(Exception):
     """A configuration file is wrong. The message lists every problem as file:line:col."""
 
@@ -138,6 +157,10 @@ def validate(path: Path, data: Any, model: type[M]) -> M:
         problems = []
         for err in exc.errors():
             loc = [x for x in err["loc"] if not (isinstance(x, str) and "[" in x)]
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, LocatedValueError):
+                loc += list(cause.loc)
+                err = {**err, "loc": tuple(loc)}
             line, col = position(data, loc)
             problems.append(FileProblem(str(path), line, col, _describe(err, model)))
         raise FileError(problems) from None

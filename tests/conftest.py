@@ -1,0 +1,127 @@
+"""Shared fixtures: the real services (Mosquitto, PostgreSQL) started if they are down, isolated
+databases and topic roots per test, free ports, and a check that no test leaks asyncio tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from fieldloop.topics import Topics
+
+REPO = Path(__file__).resolve().parent.parent
+MOSQUITTO_URL = "mqtt://127.0.0.1:1883"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_port(port: int, what: str, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not _port_open(port):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} is not listening on 127.0.0.1:{port} and could not be started")
+        time.sleep(0.1)
+
+
+def start_mosquitto() -> None:
+    subprocess.run(["mosquitto", "-d", "-c", "/etc/mosquitto/mosquitto.conf"], check=False)
+
+
+def start_postgres() -> None:
+    versions = sorted(p.name for p in Path("/etc/postgresql").iterdir())
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=False
+    )
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> str:
+    """The machine's real Mosquitto on 127.0.0.1:1883, started if it is down."""
+    if not _port_open(1883):
+        if shutil.which("mosquitto") is None:
+            pytest.fail("mosquitto is not installed; run `make services`")
+        start_mosquitto()
+        _wait_port(1883, "mosquitto")
+    return MOSQUITTO_URL
+
+
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    """Admin URL of the machine's real PostgreSQL (trust auth), started if it is down."""
+    if not _port_open(5432):
+        start_postgres()
+        _wait_port(5432, "postgresql")
+    return PG_ADMIN
+
+
+@pytest.fixture
+def pg_url(postgres: str) -> Iterator[str]:
+    """A fresh PostgreSQL database of this test's own, dropped afterwards."""
+    name = f"fl_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'central.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each storage test runs on both SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'central.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def topics() -> Topics:
+    """A topic root of this test's own, so tests sharing the broker never see each other."""
+    return Topics(root=f"fltest-{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running (as pymodbus's own suite does)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        yield
+        return
+    before = asyncio.all_tasks(loop)
+    yield
+    await asyncio.sleep(0)
+    leaked = [
+        t
+        for t in asyncio.all_tasks(loop) - before
+        if not t.done() and t is not asyncio.current_task()
+    ]
+    if leaked:
+        for t in leaked:
+            t.cancel()
+        pytest.fail(f"test leaked asyncio tasks: {[t.get_name() for t in leaked]}")

@@ -1,0 +1,200 @@
+"""Helpers the integration and end-to-end tests share: site and rule files of a test's own, and a
+whole stack (broker, simulator, central, edge agent) started and stopped inside one test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from central.server import CentralServer
+from central.settings import Settings
+from edge_agent.agent import EdgeAgent
+from fieldloop.brokers import parse_broker_url
+from fieldloop.detection import load_detection
+from fieldloop.profiles import Site, load_site
+from fieldloop.topics import Topics
+from simulators.modbus_server import ModbusSimulator, SimulatedDevice
+from simulators.scenarios import Scenario
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+def write_site(
+    directory: Path,
+    *,
+    port: int,
+    site: str = "test-site",
+    device: str = "chiller-1",
+    asset: str = "CH-01",
+    poll_interval: float = 0.1,
+) -> Path:
+    path = directory / f"{site}.yaml"
+    path.write_text(
+        f"""apiVersion: fieldloop/v1
+kind: Site
+site: {site}
+location: Test plant room
+profiles_dir: {REPO / "device_profiles"}
+devices:
+  - id: {device}
+    asset: {asset}
+    profile: chiller
+    location: Test plant room
+    modbus_tcp: {{host: 127.0.0.1, port: {port}, unit_id: 1, timeout: 0.5, retries: 0}}
+    poll_interval: {poll_interval}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def write_rules(directory: Path, *, hold: str = "1s") -> Path:
+    path = directory / "detection.yaml"
+    path.write_text(
+        f"""apiVersion: fieldloop/v1
+kind: DetectionRules
+rules:
+  - id: chiller.discharge_temp.high
+    title: Chiller discharge temperature high
+    profile: chiller
+    metric: discharge_temp
+    above: 95
+    for: {hold}
+    clear_below: 90
+    severity: major
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], *, within: float = 20.0, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what`` otherwise."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class Stack:
+    """Simulator -> edge agent -> broker -> central, all in this process, on ports of its own."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        broker_url: str,
+        db_url: str,
+        topics: Topics,
+        scenario: Scenario,
+        sim_port: int,
+        http_port: int,
+        hold: str = "1s",
+        resend_after: float = 2.0,
+    ) -> None:
+        self.tmp = tmp
+        self.broker_url = broker_url
+        self.db_url = db_url
+        self.topics = topics
+        self.site: Site = load_site(write_site(tmp, port=sim_port))
+        self.rules = load_detection(write_rules(tmp, hold=hold))
+        self.device = SimulatedDevice(
+            profile=self.site.profiles["chiller"], scenario=scenario, unit_id=1
+        )
+        self.simulator = ModbusSimulator([self.device], "127.0.0.1", sim_port)
+        self.central = CentralServer(
+            Settings(
+                db_url=db_url,
+                broker_url=broker_url,
+                host="127.0.0.1",
+                port=http_port,
+                topic_root=topics.root,
+                consumer_client_id=f"central-{topics.root}",
+            )
+        )
+        self.agent = EdgeAgent(
+            self.site,
+            self.rules,
+            parse_broker_url(broker_url),
+            tmp / "edge",
+            topics=topics,
+            resend_after=resend_after,
+        )
+        self._agent_task: asyncio.Task[None] | None = None
+        self.http = httpx.AsyncClient(base_url=self.central.url, timeout=10)
+
+    async def __aenter__(self) -> Stack:
+        await self.simulator.start()
+        await self.central.start()
+        await asyncio.wait_for(self.central.app.state.consumer.connected.wait(), 10)
+        self._agent_task = asyncio.create_task(self.agent.run(), name="edge-agent")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._agent_task is not None:
+            self._agent_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._agent_task
+        await self.http.aclose()
+        await self.central.stop()
+        await self.simulator.stop()
+
+    async def tickets(self, **params: Any) -> list[dict[str, Any]]:
+        r = await self.http.get("/tickets", params=params)
+        r.raise_for_status()
+        return r.json()["items"]
+
+    async def ticket(self, ticket_id: int) -> dict[str, Any]:
+        r = await self.http.get(f"/tickets/{ticket_id}")
+        r.raise_for_status()
+        return r.json()
+
+    async def act(self, ticket_id: int, action: str, **body: Any) -> dict[str, Any]:
+        r = await self.http.post(f"/tickets/{ticket_id}/{action}", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def spawn_fieldloop(args: list[str], log: Path, env: dict[str, str] | None = None) -> Any:
+    """Run ``fieldloop ARGS`` as a real process (so a test can kill -9 it), output to ``log``."""
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, **(env or {})}
+    with log.open("ab") as handle:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "fieldloop.cli", *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=REPO,
+        )
+
+
+def outbox_rows(path: Path) -> int:
+    """Rows waiting in an edge outbox, read the way an operator would (sqlite, read-only)."""
+    import sqlite3
+
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    finally:
+        conn.close()

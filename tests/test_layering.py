@@ -1,0 +1,57 @@
+"""The dependency direction of DESIGN.md: fieldloop <- edge_agent, simulators, central; the edge
+agent never imports central (it must install on a small gateway) and central never imports it."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def imported_packages(package: str, *, top_level_only: bool = False) -> dict[str, set[str]]:
+    """Top-level package names each module of ``package`` imports (module -> names)."""
+    found: dict[str, set[str]] = {}
+    for path in (REPO / package).rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        nodes = tree.body if top_level_only else list(ast.walk(tree))
+        names: set[str] = set()
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(REPO))] = names
+    return found
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [("edge_agent", {"central", "simulators", "fastapi", "sqlalchemy", "alembic"}),
+     ("central", {"edge_agent", "simulators"}),
+     ("simulators", {"edge_agent", "central"})],
+)  # fmt: skip
+def test_package_never_imports(package: str, forbidden: set[str]) -> None:
+    offenders = {m: n & forbidden for m, n in imported_packages(package).items() if n & forbidden}
+    assert offenders == {}
+
+
+def test_fieldloop_imports_the_others_only_lazily() -> None:
+    top = imported_packages("fieldloop", top_level_only=True)
+    offenders = {m: n & {"edge_agent", "central", "simulators"} for m, n in top.items()}
+    assert {m: n for m, n in offenders.items() if n} == {}
+
+
+def test_importing_the_edge_agent_loads_nothing_of_central() -> None:
+    code = (
+        "import sys, edge_agent.agent, fieldloop.cli;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'central', 'fastapi', 'sqlalchemy', 'simulators'});"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
