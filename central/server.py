@@ -12,6 +12,7 @@ from central.api.app import create_app
 from central.ingest.events import IngestOutcome
 from central.settings import Settings
 from fieldloop.messages import Event
+from fieldloop.net import ensure_port_free
 
 
 class CentralServer:
@@ -37,6 +38,7 @@ class CentralServer:
         return f"http://{self.settings.host}:{self.settings.port}"
 
     async def start(self) -> None:
+        await ensure_port_free(self.settings.host, self.settings.port, "pass another --port")
         self._task = asyncio.create_task(self._server.serve(), name="central-http")
         while not self._server.started:
             if self._task.done():

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fieldloop import __version__
+from fieldloop.net import PortInUseError
 from fieldloop.yamlfile import FileError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -289,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except FileError as exc:
         print(f"fieldloop {args.command}: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except (PortInUseError, ValueError) as exc:  # bad settings: say what, not a traceback
+        print(f"fieldloop {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

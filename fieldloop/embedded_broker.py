@@ -3,10 +3,11 @@ Production uses Mosquitto or an MQTT 5 cluster: point --broker at it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from amqtt.broker import Broker
+
+from fieldloop.net import ensure_port_free
 
 log = logging.getLogger("fieldloop.broker")
 
@@ -22,16 +23,12 @@ class EmbeddedBroker:
         return f"mqtt://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        try:
-            _r, w = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 0.5)
-        except (OSError, TimeoutError):
-            pass
-        else:
-            w.close()
-            raise OSError(
-                f"{self.host}:{self.port} is already in use; pass another --broker-port, or "
-                f"--broker mqtt://{self.host}:{self.port} if that is a broker you want to use"
-            )
+        await ensure_port_free(
+            self.host,
+            self.port,
+            f"pass another --broker-port, or --broker mqtt://{self.host}:{self.port} if that is "
+            "a broker you want to use",
+        )
         self._broker = Broker(
             {
                 "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},

@@ -6,7 +6,6 @@ the value of "now" in scenario time (wall time since start times ``speed``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -17,6 +16,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from fieldloop.net import ensure_port_free, wait_listening
 from fieldloop.profiles import DeviceProfile, Resource, Table
 from fieldloop.registers import encode, to_raw
 from simulators.scenarios import Scenario
@@ -156,12 +156,12 @@ class ModbusSimulator:
         self._server: ModbusTcpServer | None = None
 
     async def start(self) -> None:
-        await _ensure_port_free(self.host, self.port)
+        await ensure_port_free(self.host, self.port, "change the port in the site file")
         self._server = ModbusTcpServer(
             [d.sim_device() for d in self.devices], address=(self.host, self.port)
         )
         await self._server.serve_forever(background=True)
-        await _wait_listening(self.host, self.port)
+        await wait_listening(self.host, self.port)
         log.info(
             "simulator: %s serving %s on %s:%d",
             ", ".join(d.profile.name for d in self.devices),
@@ -181,32 +181,3 @@ class ModbusSimulator:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-class PortInUseError(OSError):
-    """The simulator's port is taken by another process: choose another port in the site file."""
-
-
-async def _ensure_port_free(host: str, port: int) -> None:
-    try:
-        _r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
-    except (OSError, TimeoutError):
-        return
-    w.close()
-    raise PortInUseError(f"{host}:{port} is already in use by another process; pick another port")
-
-
-async def _wait_listening(host: str, port: int, within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        try:
-            _r, w = await asyncio.open_connection(host, port)
-            w.close()
-            await w.wait_closed()
-            return
-        except OSError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise PortInUseError(
-                    f"simulator did not start listening on {host}:{port}"
-                ) from None
-            await asyncio.sleep(0.02)

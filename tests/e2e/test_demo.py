@@ -1,0 +1,73 @@
+"""`fieldloop demo --check` as a user runs it: to a closed ticket, exit 0 — on the embedded broker
+with SQLite (in-process main) and on the real Mosquitto with PostgreSQL (a real process)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+from fieldloop.cli import main
+from support import REPO, write_site
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_check_embedded_broker_and_sqlite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = write_site(tmp_path, port=free_port(), site="demo-site", poll_interval=0.5)
+    code = main(
+        ["demo", "--check", "--site", str(site), "--port", str(free_port()),
+         "--broker-port", str(free_port()), "--topic-root", f"e2e-{tmp_path.name}"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    # the steps a user watches, in order
+    steps = [
+        "crossed > 95.0",
+        "stored in outbox, publishing",
+        "==> ticket #1 opened for asset CH-01",
+        "accepted ticket #1",
+        "back to normal",
+        "completed ticket #1",
+        "closed ticket #1",
+        "demo --check OK",
+    ]
+    positions = [out.find(s) for s in steps]
+    assert -1 not in positions, out
+    assert positions == sorted(positions), out
+    assert "/docs" in out and "/board" in out
+
+
+def test_demo_check_real_mosquitto_and_postgresql(
+    mosquitto: str, pg_url: str, tmp_path: Path
+) -> None:
+    site = write_site(tmp_path, port=free_port(), site="demo-site", poll_interval=0.5)
+    r = subprocess.run(
+        [sys.executable, "-m", "fieldloop.cli", "demo", "--check", "--broker", mosquitto,
+         "--db", pg_url, "--site", str(site), "--port", str(free_port()),
+         "--topic-root", f"e2e-{tmp_path.name}"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "demo --check OK" in r.stdout
+    assert "mqtt://127.0.0.1:1883" in r.stdout
+
+
+def test_demo_refuses_a_taken_port_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    import socket
+
+    site = write_site(tmp_path, port=free_port(), site="demo-site")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        code = main(["demo", "--check", "--site", str(site), "--port", str(taken),
+                     "--broker-port", str(free_port())])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"127.0.0.1:{taken} is already in use" in err and "--port" in err
