@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import REPO
 
 from fieldloop.cli import main
-from support import REPO
 
 pytestmark = pytest.mark.e2e
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port
-from fieldloop.cli import main
 from support import REPO, write_site
+
+from fieldloop.cli import main
 
 pytestmark = pytest.mark.e2e
 
