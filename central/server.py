@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -13,6 +15,15 @@ from central.ingest.events import IngestOutcome
 from central.settings import Settings
 from fieldloop.messages import Event
 from fieldloop.net import ensure_port_free
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn that leaves signals to its host: the demo and the tests stop it themselves, and
+    ``serve`` below installs the handlers for a standalone process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class CentralServer:
@@ -30,7 +41,7 @@ class CentralServer:
             log_level="warning",
             lifespan="on",
         )
-        self._server = uvicorn.Server(config)
+        self._server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -54,4 +65,10 @@ class CentralServer:
         self._task = None
 
     async def serve(self) -> None:
+        """Run as the process's main job: SIGINT/SIGTERM shut down gracefully (a second one
+        forces it), so systemd's stop finishes in-flight requests and the consumer's work."""
+        await ensure_port_free(self.settings.host, self.settings.port, "pass another --port")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._server.handle_exit, sig, None)
         await self._server.serve()

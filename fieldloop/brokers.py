@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -41,7 +42,13 @@ def parse_broker_url(url: str) -> BrokerAddress:
 
 def client_kwargs(address: BrokerAddress) -> dict[str, object]:
     """Keyword arguments for ``aiomqtt.Client`` (kept here so edge and central agree)."""
-    kwargs: dict[str, object] = {"hostname": address.host, "port": address.port}
+    kwargs: dict[str, object] = {
+        "hostname": address.host,
+        "port": address.port,
+        # Without TCP_NODELAY each QoS 1 publish waits ~40 ms for its PUBACK (Nagle against
+        # delayed ACK): that alone would cap central at ~25 events/s.
+        "socket_options": [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+    }
     if address.username:
         kwargs["username"] = address.username
         kwargs["password"] = address.password

@@ -295,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fieldloop {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print(f"fieldloop {args.command}: stopped", file=sys.stderr)
         return 130
 
 

@@ -62,6 +62,21 @@ def apply_event(session: Session, event: Event, received_at: datetime) -> Ingest
     ticket = session.execute(
         select(Ticket).where(Ticket.open_episode_key == key).with_for_update()
     ).scalar_one_or_none()
+    if ticket is None and event.kind in CLEARING_KINDS:
+        # The ticket may have been closed (or cancelled) while the fault was still active:
+        # its clear still belongs on that ticket's record.
+        ticket = session.execute(
+            select(Ticket)
+            .where(
+                Ticket.site == event.site,
+                Ticket.asset_id == event.asset,
+                Ticket.rule_id == event.rule_id,
+                Ticket.fault_active.is_(True),
+            )
+            .order_by(Ticket.id.desc())
+            .limit(1)
+            .with_for_update()
+        ).scalar_one_or_none()
     created = cleared = False
     if event.kind in OPENING_KINDS:
         if ticket is None:

@@ -71,3 +71,33 @@ def test_demo_refuses_a_taken_port_naming_it(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert code == 2
     assert f"127.0.0.1:{taken} is already in use" in err and "--port" in err
+
+
+def test_ctrl_c_stops_the_demo_and_frees_its_ports(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import time
+
+    sim, http, mqtt = free_port(), free_port(), free_port()
+    site = write_site(tmp_path, port=sim, site="demo-site", poll_interval=0.5)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fieldloop.cli", "demo", "--site", str(site), "--port", str(http),
+         "--broker-port", str(mqtt), "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        for line in proc.stdout:
+            if "edge uplink connected" in line or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out
+    assert "fieldloop demo: stopped" in out
+    assert "Traceback" not in out
+    for port in (sim, http, mqtt):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # free again

@@ -189,3 +189,23 @@ async def test_malformed_events_are_dead_lettered_and_the_consumer_goes_on(
             assert needle in letter.reason
     assert harness.count(Ticket) == 1
     assert "dead-lettered" in caplog.text and "consumer continues" in caplog.text
+
+
+async def test_a_clear_after_the_ticket_was_closed_still_lands_on_it(harness: Harness) -> None:
+    await harness.publish(make_event(seq=1).to_json())
+    tid = (await harness.next_ack()).ticket_id
+    assert tid is not None
+    now = datetime.now(UTC)
+    with harness.sessions() as s, s.begin():
+        act(s, tid, Action.accept, actor="eng", now=now)
+        act(s, tid, Action.complete, actor="eng", now=now)
+        act(s, tid, Action.close, actor="sup", now=now)  # closed while the fault is still on
+
+    await harness.publish(make_event(EventKind.fault_cleared, seq=2, value=85.0).to_json())
+    assert (await harness.next_ack()).ticket_id == tid
+    with harness.sessions() as s:
+        t = s.get(Ticket, tid)
+        assert t is not None
+        assert (t.state, t.fault_active) == ("closed", False)
+        assert t.fault_cleared_at == datetime(2026, 11, 23, 8, 0, 2, tzinfo=UTC)
+    assert harness.count(Ticket) == 1
