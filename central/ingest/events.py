@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.domain.lifecycle import State
 from central.services import history
 from central.storage.models import DeadLetter, EdgeEvent, Ticket
-from fieldloop.messages import CLEARING_KINDS, OPENING_KINDS, AckResult, Event, EventKind
+from fieldloop.messages import OPENING_KINDS, AckResult, Event, EventKind
 
 SYSTEM_ACTOR = "system:edge-ingest"
 
@@ -62,60 +62,13 @@ def apply_event(session: Session, event: Event, received_at: datetime) -> Ingest
     ticket = session.execute(
         select(Ticket).where(Ticket.open_episode_key == key).with_for_update()
     ).scalar_one_or_none()
-    if ticket is None and event.kind in CLEARING_KINDS:
-        # The ticket may have been closed (or cancelled) while the fault was still active:
-        # its clear still belongs on that ticket's record.
-        ticket = session.execute(
-            select(Ticket)
-            .where(
-                Ticket.site == event.site,
-                Ticket.asset_id == event.asset,
-                Ticket.rule_id == event.rule_id,
-                Ticket.fault_active.is_(True),
-            )
-            .order_by(Ticket.id.desc())
-            .limit(1)
-            .with_for_update()
-        ).scalar_one_or_none()
-    created = cleared = False
-    if event.kind in OPENING_KINDS:
-        if ticket is None:
-            ticket = _open_ticket(session, event, key, received_at)
-            created = True
-        elif not ticket.fault_active:
-            ticket.fault_active = True
-            ticket.occurrences += 1
-            ticket.updated_at = received_at
-            history.append(
-                session,
-                ticket,
-                at=received_at,
-                actor=SYSTEM_ACTOR,
-                action="fault_recurred",
-                from_state=ticket.state,
-                to_state=ticket.state,
-                note=f"{event.kind} again at {event.event_time.isoformat()}",
-                data={"event_id": event.id, "value": event.value},
-            )
-        if created and _cleared_later(session, event):
-            ticket.fault_active = False  # its clear overtook it on the way here
-    elif event.kind in CLEARING_KINDS and ticket is not None and ticket.fault_active:
-        ticket.fault_active = False
-        ticket.fault_cleared_at = event.event_time
-        ticket.updated_at = received_at
-        cleared = True
-        history.append(
-            session,
-            ticket,
-            at=received_at,
-            actor=SYSTEM_ACTOR,
-            action=event.kind.value,
-            from_state=ticket.state,
-            to_state=ticket.state,
-            note=f"{event.metric or event.rule_id} normal again at {event.event_time.isoformat()}",
-            data={"event_id": event.id, "value": event.value},
-        )
-    session.flush()
+    if ticket is None:
+        ticket = _ticket_of_neighbour(session, event)
+    created = False
+    if ticket is None and event.kind in OPENING_KINDS:
+        ticket = _open_ticket(session, event, key, received_at)
+        created = True
+    was_active = ticket.fault_active if ticket is not None and not created else False
     session.add(
         EdgeEvent(
             id=event.id,
@@ -132,9 +85,100 @@ def apply_event(session: Session, event: Event, received_at: datetime) -> Ingest
         )
     )
     session.flush()
+    if ticket is None:  # a clear whose opening event has not arrived yet: kept, adopted later
+        return IngestOutcome(AckResult.committed, None)
+    _adopt_overtaking_events(session, ticket, event)
+    if not created:
+        ticket.updated_at = received_at
+        history.append(
+            session,
+            ticket,
+            at=received_at,
+            actor=SYSTEM_ACTOR,
+            action=event.kind.value,
+            from_state=ticket.state,
+            to_state=ticket.state,
+            note=f"{event.metric or event.rule_id} from {event.device} at "
+            f"{event.event_time.isoformat()}",
+            data={"event_id": event.id, "seq": event.seq, "value": event.value},
+        )
+    _derive_fault_state(session, ticket)
+    session.flush()
     return IngestOutcome(
-        AckResult.committed, ticket.id if ticket else None, created=created, cleared=cleared
+        AckResult.committed,
+        ticket.id,
+        created=created,
+        cleared=was_active and not ticket.fault_active,
     )
+
+
+def _same_source(event: Event) -> tuple[ColumnElement[bool], ...]:
+    return (
+        EdgeEvent.site == event.site,
+        EdgeEvent.device == event.device,
+        EdgeEvent.rule_id == event.rule_id,
+    )
+
+
+def _ticket_of_neighbour(session: Session, event: Event) -> Ticket | None:
+    """The (closed) ticket an event belongs to when its episode has no open ticket any more: a
+    stale opening event joins the ticket of the next event from its source; a clear joins the
+    ticket of the previous one. Edge sequence numbers, not arrival order, decide."""
+    if event.kind in OPENING_KINDS:
+        order, cmp = EdgeEvent.seq.asc(), EdgeEvent.seq > event.seq
+    else:
+        order, cmp = EdgeEvent.seq.desc(), EdgeEvent.seq < event.seq
+    ticket_id = session.execute(
+        select(EdgeEvent.ticket_id)
+        .where(*_same_source(event), cmp, EdgeEvent.ticket_id.is_not(None))
+        .order_by(order)
+        .limit(1)
+    ).scalar_one_or_none()
+    if ticket_id is None:
+        return None
+    return session.execute(
+        select(Ticket).where(Ticket.id == ticket_id).with_for_update()
+    ).scalar_one()
+
+
+def _adopt_overtaking_events(session: Session, ticket: Ticket, event: Event) -> None:
+    """Events of this source that arrived before their opening event (a clear that overtook it
+    on a resend) join the ticket once an earlier event of theirs is on it."""
+    first = session.execute(
+        select(func.min(EdgeEvent.seq)).where(
+            *_same_source(event), EdgeEvent.ticket_id == ticket.id
+        )
+    ).scalar_one()
+    orphans = session.execute(
+        select(EdgeEvent).where(
+            *_same_source(event), EdgeEvent.seq > first, EdgeEvent.ticket_id.is_(None)
+        )
+    ).scalars()
+    for orphan in orphans:
+        orphan.ticket_id = ticket.id
+
+
+def _derive_fault_state(session: Session, ticket: Ticket) -> None:
+    """Fault state from the ticket's events in edge order, never from arrival order: the same
+    events give the same state however they were delivered."""
+    events = session.execute(
+        select(EdgeEvent.device, EdgeEvent.kind, EdgeEvent.seq, EdgeEvent.event_time)
+        .where(EdgeEvent.ticket_id == ticket.id)
+        .order_by(EdgeEvent.device, EdgeEvent.seq)
+    ).all()
+    opening = {k.value for k in OPENING_KINDS}
+    latest: dict[str, tuple[str, datetime]] = {}
+    opened_at: list[datetime] = []
+    for device, kind, _seq, at in events:
+        latest[device] = (kind, at)
+        if kind in opening:
+            opened_at.append(at)
+    ticket.occurrences = max(len(opened_at), 1)
+    ticket.fault_active = any(kind in opening for kind, _ in latest.values())
+    if opened_at:
+        ticket.fault_opened_at = min(opened_at)
+    clears = [at for kind, at in latest.values() if kind not in opening]
+    ticket.fault_cleared_at = None if ticket.fault_active or not clears else max(clears)
 
 
 def _open_ticket(session: Session, event: Event, key: str, now: datetime) -> Ticket:
@@ -173,21 +217,6 @@ def _open_ticket(session: Session, event: Event, key: str, now: datetime) -> Tic
         data={"event_id": event.id, "seq": event.seq, "value": event.value},
     )
     return ticket
-
-
-def _cleared_later(session: Session, event: Event) -> bool:
-    later = session.execute(
-        select(EdgeEvent.id)
-        .where(
-            EdgeEvent.site == event.site,
-            EdgeEvent.device == event.device,
-            EdgeEvent.rule_id == event.rule_id,
-            EdgeEvent.kind.in_([k.value for k in CLEARING_KINDS]),
-            EdgeEvent.seq > event.seq,
-        )
-        .limit(1)
-    ).first()
-    return later is not None
 
 
 def ingest(factory: sessionmaker[Session], event: Event, received_at: datetime) -> IngestOutcome:
