@@ -26,6 +26,8 @@ def _env(name: str, default: str | None) -> str | None:
 def _flag(
     p: argparse.ArgumentParser, flag: str, env: str, default: str | None, help: str, **kw: object
 ) -> None:
+    """A flag whose default comes from FIELDLOOP_<env>; argparse runs ``type`` on string
+    defaults too, so a bad environment value is refused like a bad flag."""
     shown = (
         f" [env FIELDLOOP_{env}; default: {default}]"
         if default is not None
@@ -80,36 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(demo, "--data-dir", "DATA_DIR", "data/demo", "where SQLite files and the outbox live")
     _flag(demo, "--site", "SITE", str(REPO / "deploy/sites/demo.yaml"), "site file to simulate")
     _flag(demo, "--host", "HOST", "127.0.0.1", "address central listens on")
-    demo.add_argument(
-        "--port",
-        type=_port,
-        default=int(_env("PORT", "8000") or 8000),
-        help="central's HTTP port [env FIELDLOOP_PORT; default: 8000]",
-    )
-    demo.add_argument(
-        "--broker-port",
-        type=_port,
-        default=int(_env("EMBEDDED_BROKER_PORT", "18830") or 18830),
-        help="port of the embedded broker [env FIELDLOOP_EMBEDDED_BROKER_PORT; default: 18830]",
+    _flag(demo, "--port", "PORT", "8000", "central's HTTP port", type=_port)
+    _flag(
+        demo, "--broker-port", "EMBEDDED_BROKER_PORT", "18830", "embedded broker port", type=_port
     )
     _flag(demo, "--topic-root", "TOPIC_ROOT", "fieldloop", "first segment of every MQTT topic")
-    demo.add_argument(
-        "--timeout",
-        type=_positive,
-        default=float(_env("CHECK_TIMEOUT", "60") or 60),
-        help="--check gives up after this many seconds [env FIELDLOOP_CHECK_TIMEOUT; default: 60]",
+    _flag(
+        demo, "--timeout", "CHECK_TIMEOUT", "60", "--check gives up after seconds", type=_positive
     )
 
     central = sub.add_parser("central", help="run the central work-order service")
     _flag(central, "--db", "DB_URL", "sqlite:///data/fieldloop.db", "database URL")
     _flag(central, "--broker", "BROKER_URL", "mqtt://127.0.0.1:1883", "MQTT broker URL")
     _flag(central, "--host", "HOST", "127.0.0.1", "address to listen on")
-    central.add_argument(
-        "--port",
-        type=_port,
-        default=int(_env("PORT", "8000") or 8000),
-        help="HTTP port [env FIELDLOOP_PORT; default: 8000]",
-    )
+    _flag(central, "--port", "PORT", "8000", "HTTP port", type=_port)
     _flag(central, "--topic-root", "TOPIC_ROOT", "fieldloop", "first segment of every MQTT topic")
 
     edge = sub.add_parser("edge", help="run the edge agent for one site")
@@ -122,18 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="serve a site's devices from their profiles")
     _flag(sim, "--site", "SITE", None, "site file whose devices to simulate")
     _flag(sim, "--scenario", "SCENARIO", "normal", "scenario name")
-    sim.add_argument(
-        "--seed",
-        type=int,
-        default=int(_env("SEED", "0") or 0),
-        help="noise seed [env FIELDLOOP_SEED; default: 0]",
-    )
-    sim.add_argument(
-        "--speed",
-        type=_positive,
-        default=float(_env("SPEED", "1") or 1),
-        help="scenario seconds per wall second [env FIELDLOOP_SPEED; default: 1]",
-    )
+    _flag(sim, "--seed", "SEED", "0", "noise seed", type=int)
+    _flag(sim, "--speed", "SPEED", "1", "scenario seconds per wall second", type=_positive)
 
     profiles = sub.add_parser("profiles", help="device profiles and site files")
     psub = profiles.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from central.domain.lifecycle import STATE_LABELS, Action, State, allowed_actions
-from central.storage.models import Ticket, TicketEvent
+from central.storage.models import Ticket
 
 
 class _In(BaseModel):
@@ -39,6 +39,8 @@ class StateLabel(BaseModel):
 
 
 class HistoryPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     seq: int
     at: datetime
     actor: str
@@ -48,20 +50,6 @@ class HistoryPublic(BaseModel):
     note: str | None
     data: dict[str, Any]
     hash: str
-
-    @classmethod
-    def of(cls, row: TicketEvent) -> HistoryPublic:
-        return cls(
-            seq=row.seq,
-            at=row.at,
-            actor=row.actor,
-            action=row.action,
-            from_state=row.from_state,
-            to_state=row.to_state,
-            note=row.note,
-            data=row.data,
-            hash=row.hash,
-        )
 
 
 class TicketPublic(BaseModel):
@@ -93,32 +81,11 @@ class TicketPublic(BaseModel):
     @classmethod
     def of(cls, t: Ticket) -> TicketPublic:
         state = State(t.state)
-        return cls(
-            id=t.id,
-            state=StateLabel.of(state),
-            state_entered_at=t.state_entered_at,
-            allowed_actions=allowed_actions(state),
-            source=t.source,
-            title=t.title,
-            description=t.description,
-            category=t.category,
-            priority=t.priority,
-            severity=t.severity,
-            location=t.location,
-            site=t.site,
-            asset_id=t.asset_id,
-            device_id=t.device_id,
-            rule_id=t.rule_id,
-            assignee=t.assignee,
-            fault_active=t.fault_active,
-            fault_opened_at=t.fault_opened_at,
-            fault_cleared_at=t.fault_cleared_at,
-            occurrences=t.occurrences,
-            readings=t.readings,
-            created_at=t.created_at,
-            updated_at=t.updated_at,
-            closed_at=t.closed_at,
-        )
+        copied = {f: getattr(t, f) for f in TicketPublic.model_fields if f not in _DERIVED}
+        return cls(**copied, state=StateLabel.of(state), allowed_actions=allowed_actions(state))
+
+
+_DERIVED = frozenset({"state", "allowed_actions"})
 
 
 class TicketDetail(TicketPublic):
@@ -127,7 +94,7 @@ class TicketDetail(TicketPublic):
     @classmethod
     def of(cls, t: Ticket) -> TicketDetail:
         base = TicketPublic.of(t).model_dump()
-        return cls(**base, history=[HistoryPublic.of(h) for h in t.history])
+        return cls(**base, history=[HistoryPublic.model_validate(h) for h in t.history])
 
 
 class TicketPage(BaseModel):

@@ -32,18 +32,6 @@ def append(
         .limit(1)
     ).first()
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-    data = data or {}
-    entry = canonical_entry(
-        ticket_id=ticket.id,
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        from_state=from_state,
-        to_state=to_state,
-        note=note,
-        data=data,
-    )
     row = TicketEvent(
         ticket_id=ticket.id,
         seq=seq,
@@ -53,10 +41,10 @@ def append(
         from_state=from_state,
         to_state=to_state,
         note=note,
-        data=data,
+        data=data or {},
         prev_hash=prev,
-        hash=entry_hash(prev, entry),
     )
+    row.hash = entry_hash(prev, stored_entry(row))
     session.add(row)
     return row
 
