@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -98,7 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(central, "--port", "PORT", "8000", "HTTP port", type=_port)
     _flag(central, "--topic-root", "TOPIC_ROOT", "fieldloop", "first segment of every MQTT topic")
 
-    edge = sub.add_parser("edge", help="run the edge agent for one site")
+    edge = sub.add_parser(
+        "edge",
+        help="run the edge agent for one site (or `edge status`)",
+        description="Runs the edge agent. `fieldloop edge status --data-dir DIR` prints the "
+        "running (or last) agent's per-device health and outbox depth instead.",
+    )
+    edge.add_argument("action", nargs="?", choices=["run", "status"], default="run")
     _flag(edge, "--site", "SITE", None, "site file (devices and how to reach them)")
     _flag(edge, "--rules", "DETECTION_RULES", str(REPO / "rules/detection.yaml"), "detection rules")
     _flag(edge, "--broker", "BROKER_URL", "mqtt://127.0.0.1:1883", "MQTT broker URL")
@@ -175,6 +183,10 @@ def cmd_central(args: argparse.Namespace) -> int:
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
+    if args.action == "status":
+        from edge_agent.status import print_status
+
+        return print_status(Path(args.data_dir))
     from edge_agent.agent import EdgeAgent
     from fieldloop.brokers import parse_broker_url
     from fieldloop.detection import load_detection
@@ -188,7 +200,12 @@ def cmd_edge(args: argparse.Namespace) -> int:
     async def run() -> None:
         # built inside the loop: the Modbus clients bind to the running loop
         agent = EdgeAgent(site, rules, broker, Path(args.data_dir), topics=Topics(args.topic_root))
-        await agent.run()
+        main = asyncio.current_task()
+        assert main is not None
+        # SIGTERM (systemd stop) ends like Ctrl-C: the agent flushes and saves before exiting
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await agent.run()
 
     asyncio.run(run())
     return 0

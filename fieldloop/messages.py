@@ -26,10 +26,13 @@ class EventKind(StrEnum):
     comm_lost = "comm_lost"
     comm_restored = "comm_restored"
     maintenance_due = "maintenance_due"
+    flapping = "flapping"  # opens and clears too often: one event instead of a storm of tickets
 
 
 #: Kinds that start an episode (a ticket) and the kinds that end one.
-OPENING_KINDS = frozenset({EventKind.fault_opened, EventKind.comm_lost, EventKind.maintenance_due})
+OPENING_KINDS = frozenset(
+    {EventKind.fault_opened, EventKind.comm_lost, EventKind.maintenance_due, EventKind.flapping}
+)
 CLEARING_KINDS = frozenset({EventKind.fault_cleared, EventKind.comm_restored})
 
 #: Rule id used for communication episodes, which no detection rule produces.
@@ -95,7 +98,7 @@ class Event(_Message):
 
 
 class Sample(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     metric: Name
     time: AwareDatetime
@@ -146,6 +149,19 @@ class Ack(BaseModel):
         return self.model_dump_json(by_alias=True).encode()
 
 
+class DeviceHealth(BaseModel):
+    """How one device has been answering, as the edge agent sees it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    comm: Literal["ok", "lost", "unknown"] = "unknown"
+    last_poll: AwareDatetime | None = None
+    last_ok: AwareDatetime | None = None
+    polls: int = 0
+    errors: int = 0
+    last_error: str | None = None
+
+
 class SiteStatus(BaseModel):
     """Retained on ``.../status``; the edge's last will sets ``online`` to False."""
 
@@ -155,3 +171,8 @@ class SiteStatus(BaseModel):
     online: bool
     time: datetime | None = None
     agent_version: str | None = None
+    devices: dict[str, DeviceHealth] = Field(default_factory=dict)
+    outbox_messages: int | None = None
+    outbox_bytes: int | None = None
+    dropped_telemetry_samples: int = 0
+    dead_letters: int = 0

@@ -14,8 +14,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
+from fieldloop.durations import parse_duration
+from fieldloop.jsonpath import parse as parse_path
 from fieldloop.registers import Order, RawType, register_count
 from fieldloop.yamlfile import FileError, FileProblem, LocatedValueError, load, position, repeated
 
@@ -45,10 +54,14 @@ class _Strict(BaseModel):
 
 
 class Resource(_Strict):
+    """A Modbus resource (table, address, type) or, in an MQTT profile, a field of the payload
+    (``path``, a JSON path)."""
+
     name: Ident
-    table: Table
-    address: int = Field(ge=0, le=65535)
-    type: RawType
+    table: Table | None = None
+    address: int | None = Field(None, ge=0, le=65535)
+    path: str | None = Field(None, description="MQTT profiles: JSON path in the payload")
+    type: RawType | None = None
     length: int | None = Field(None, ge=1, le=125, description="registers, for strings")
     byte_order: Order = Order.big
     word_order: Order = Order.big
@@ -61,6 +74,26 @@ class Resource(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        if self.scale == 0:
+            raise ValueError("scale 0 would make every reading equal to offset; use 1")
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        if self.path is not None:
+            if self.table is not None or self.address is not None:
+                raise ValueError("a resource has either path (MQTT) or table/address (Modbus)")
+            if self.type not in (None, RawType.float64, RawType.int64, RawType.bool):
+                raise ValueError("an MQTT field's type is float64, int64 or bool")
+            parse_path(self.path)
+            return self
+        missing = [k for k in ("table", "address", "type") if getattr(self, k) is None]
+        if missing:
+            raise ValueError(
+                f"a Modbus resource needs {', '.join(missing)} (or give path for an MQTT field)"
+            )
+        return self._consistent_modbus()
+
+    def _consistent_modbus(self) -> Self:
+        assert self.table is not None and self.type is not None and self.address is not None
         if self.table.is_bits and self.type is not RawType.bool:
             raise ValueError(f"{self.table} hold single bits: use type bool, not {self.type}")
         if not self.table.is_bits and self.type is RawType.bool:
@@ -69,17 +102,14 @@ class Resource(_Strict):
             raise ValueError("a string resource needs length (in registers)")
         if self.type is not RawType.string and self.length is not None:
             raise ValueError("length only applies to type string")
-        if self.scale == 0:
-            raise ValueError("scale 0 would make every reading equal to offset; use 1")
-        if self.min is not None and self.max is not None and self.min >= self.max:
-            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
         if self.address + self.count - 1 > 65535:
             raise ValueError("the value runs past register 65535")
         return self
 
     @property
     def count(self) -> int:
-        """Registers (or bits) the value occupies."""
+        """Registers (or bits) the value occupies (Modbus resources)."""
+        assert self.table is not None and self.type is not None
         return 1 if self.table.is_bits else register_count(self.type, self.length)
 
 
@@ -87,6 +117,11 @@ class DeviceProfile(_Strict):
     api_version: Literal["fieldloop/v1"] = Field(alias="apiVersion")
     kind: Literal["DeviceProfile"]
     name: Name
+    protocol: Literal["modbus", "mqtt"] = "modbus"
+    ignore_fields: list[str] = Field(
+        default_factory=list,
+        description="MQTT profiles: payload members that are known but not telemetry (ts, rssi)",
+    )
     manufacturer: str | None = None
     model: str | None = None
     description: str | None = None
@@ -100,6 +135,13 @@ class DeviceProfile(_Strict):
                 f"resource name {dup[1]!r} is used twice; names must be unique",
                 ("resources", dup[0], "name"),
             )
+        for i, r in enumerate(self.resources):
+            if (r.path is None) != (self.protocol == "modbus"):
+                want = "table, address and type" if self.protocol == "modbus" else "path"
+                raise LocatedValueError(
+                    f"resource {r.name!r}: a {self.protocol} profile's resources give {want}",
+                    ("resources", i, "name"),
+                )
         for table in Table:
             spans = sorted(
                 (r.address, r.address + r.count - 1, r.name, i)
@@ -130,13 +172,59 @@ class ModbusTcpEndpoint(_Strict):
     retries: int = Field(1, ge=0, le=10)
 
 
+class MqttEndpoint(_Strict):
+    """Where an MQTT device publishes its payloads (on the site's device broker)."""
+
+    topic: str = Field(min_length=1, max_length=512)
+    qos: Literal[0, 1] = 1
+
+    @field_validator("topic")
+    @classmethod
+    def _no_wildcards(cls, v: str) -> str:
+        if "+" in v or "#" in v:
+            raise ValueError("one device, one topic: wildcards (+, #) are not allowed here")
+        return v
+
+
+class ReportPolicy(_Strict):
+    """What telemetry leaves the gateway. ``period``: each metric at most once per ``every``
+    (the value read in that poll, never a stale repeat). ``change``: when a metric moves by more
+    than ``deadband``, and at least once per ``every`` as a heartbeat."""
+
+    mode: Literal["period", "change"] = "period"
+    every: float = Field(0.0, ge=0, description="seconds; 0 = every reading")
+    deadband: float = Field(0.0, ge=0)
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float:
+        return parse_duration(v)  # type: ignore[arg-type]
+
+
 class DeviceInstance(_Strict):
     id: Name
     asset: Name
     profile: Name
-    modbus_tcp: ModbusTcpEndpoint
+    modbus_tcp: ModbusTcpEndpoint | None = None
+    mqtt: MqttEndpoint | None = None
     poll_interval: float = Field(1.0, ge=0.01, le=86400)
+    report: ReportPolicy = ReportPolicy()
+    write_allow: list[Ident] = Field(
+        default_factory=list,
+        description="resources a write may touch; default none (read function codes only)",
+    )
     location: str | None = None
+
+    @field_validator("poll_interval", mode="before")
+    @classmethod
+    def _poll_duration(cls, v: object) -> float:
+        return parse_duration(v)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> Self:
+        if (self.modbus_tcp is None) == (self.mqtt is None):
+            raise ValueError("give exactly one of modbus_tcp or mqtt")
+        return self
 
 
 class SiteFile(_Strict):
@@ -147,6 +235,9 @@ class SiteFile(_Strict):
     location: str | None = None
     profiles_dir: str | None = Field(
         None, description="where the profiles live, relative to this file; default device_profiles/"
+    )
+    device_broker: str | None = Field(
+        None, description="MQTT broker of the site's MQTT devices; default: the uplink broker"
     )
     devices: list[DeviceInstance] = Field(min_length=1)
 
@@ -223,6 +314,35 @@ def load_site(path: Path, profiles_dir: Path | None = None) -> Site:
             )
             continue
         profiles[dev.profile] = profile
+    for i, dev in enumerate(spec.devices):
+        profile = profiles.get(dev.profile)
+        if profile is None:
+            continue
+        transport = "modbus_tcp" if dev.modbus_tcp is not None else "mqtt"
+        if (transport == "mqtt") != (profile.protocol == "mqtt"):
+            line, col = position(data, ["devices", i, transport])
+            problems.append(
+                FileProblem(
+                    str(path), line, col,
+                    f"device {dev.id!r} uses {transport} but profile {profile.name!r} is a "
+                    f"{profile.protocol} profile; use "
+                    f"{'mqtt' if profile.protocol == 'mqtt' else 'modbus_tcp'} or another profile",
+                )
+            )  # fmt: skip
+        names = {r.name for r in profile.resources}
+        for j, name in enumerate(dev.write_allow):
+            res = next((r for r in profile.resources if r.name == name), None)
+            writable = res is not None and res.table in (Table.holding_registers, Table.coils)
+            if not writable:
+                line, col = position(data, ["devices", i, "write_allow", j])
+                why = "is not a resource of" if name not in names else "is not writable in"
+                problems.append(
+                    FileProblem(
+                        str(path), line, col,
+                        f"write_allow: {name!r} {why} profile {profile.name!r}; only holding "
+                        "registers and coils can be written",
+                    )
+                )  # fmt: skip
     if problems:
         raise FileError(problems)
     return Site(path, spec, profiles)

@@ -47,6 +47,15 @@ class Topics:
     def all_events(self) -> str:
         return f"{self.root}/{VERSION}/+/events"
 
+    def all_telemetry(self) -> str:
+        return f"{self.root}/{VERSION}/+/telemetry"
+
+    def leaf_of(self, topic: str) -> str | None:
+        """``events``, ``telemetry``, ... of one of our site topics, or None."""
+        if self.site_of(topic) is None:
+            return None
+        return topic.rsplit("/", 1)[1]
+
     def site_of(self, topic: str) -> str | None:
         """The site segment of one of our topics, or None if the topic is not ours."""
         prefix = f"{self.root}/{VERSION}/"

@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
@@ -102,23 +102,35 @@ def position(data: Any, loc: Iterable[str | int]) -> tuple[int, int]:
     return line, col
 
 
-def _allowed_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    """Field names (aliases) allowed at ``loc``, for 'did you mean'."""
-    current: Any = model
+@dataclass(frozen=True)
+class _Resolved:
+    loc: list[str | int]  # the error's location in the YAML, without union tags
+    model: type[BaseModel] | None  # the model whose keys are allowed at the end of ``loc``
+    union: tuple[str, dict[str, type[BaseModel]]] | None  # an unresolved tagged union there
+
+
+def _resolve(model: type[BaseModel], loc: Sequence[str | int]) -> _Resolved:
+    """Walk a pydantic error location through ``model``. A discriminated union (a list of rules
+    told apart by ``type``, say) puts the member's tag into the location; it is not a YAML key,
+    so it is dropped, and the tagged member is the model that says which keys are allowed."""
+    out: list[str | int] = []
+    current: type[BaseModel] | None = model
+    union: tuple[str, dict[str, type[BaseModel]]] | None = None
     for key in loc:
+        if union is not None and isinstance(key, str) and key in union[1]:
+            current, union = union[1][key], None
+            continue
+        out.append(key)
         if isinstance(key, int):
             continue
-        fields = getattr(current, "model_fields", None)
-        if not fields:
-            return []
+        fields = getattr(current, "model_fields", None) or {}
         match = next((f for n, f in fields.items() if (f.alias or n) == key), None)
         if match is None:
-            return []
-        current = _inner_model(match.annotation)
-        if current is None:
-            return []
-    fields = getattr(current, "model_fields", {})
-    return [f.alias or n for n, f in fields.items()]
+            current, union = None, None
+            continue
+        union = _tagged_union(match.annotation, match.discriminator)
+        current = None if union else _inner_model(match.annotation)
+    return _Resolved(out, current, union)
 
 
 def _inner_model(annotation: Any) -> type[BaseModel] | None:
@@ -131,18 +143,51 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _describe(err: dict[str, Any], model: type[BaseModel]) -> str:
-    loc = [x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-"))]
+def _tagged_union(
+    annotation: Any, discriminator: object = None
+) -> tuple[str, dict[str, type[BaseModel]]] | None:
+    """(key, tag -> member) of a union told apart by a key, found anywhere in ``annotation``
+    (e.g. ``list[Annotated[A | B, Field(discriminator="type")]]``); tags are the members'
+    ``Literal`` values of that key."""
+    if get_origin(annotation) is Annotated:
+        annotation, *meta = get_args(annotation)
+        for m in meta:
+            if isinstance(getattr(m, "discriminator", None), str):
+                discriminator = m.discriminator
+    if isinstance(discriminator, str):
+        members: dict[str, type[BaseModel]] = {}
+        for member in get_args(annotation):
+            field = getattr(member, "model_fields", {}).get(discriminator)
+            if field is not None and get_origin(field.annotation) is Literal:
+                members |= {str(tag): member for tag in get_args(field.annotation)}
+        if members:
+            return discriminator, members
+    for arg in get_args(annotation):
+        found = _tagged_union(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(err: dict[str, Any], at: _Resolved, allowed_here: _Resolved | None) -> str:
+    loc = at.loc
     where = ".".join(str(x) for x in loc) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        allowed = _allowed_keys(model, loc[:-1])
+        model = allowed_here.model if allowed_here else None
+        allowed = [f.alias or n for n, f in getattr(model, "model_fields", {}).items()]
         close = difflib.get_close_matches(key, allowed, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"unknown key {key!r}{hint} (allowed: {', '.join(sorted(allowed))})"
     if kind == "missing":
         return f"{where}: required key is missing; add it"
+    if kind == "union_tag_invalid" and at.union is not None:
+        tags = sorted(at.union[1])
+        got = str((err.get("ctx") or {}).get("tag"))
+        close = difflib.get_close_matches(got, tags, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{where}: unknown {at.union[0]} {got!r}{hint} (allowed: {', '.join(tags)})"
     value = err.get("input")
     shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
     msg = err["msg"].removeprefix("Value error, ")
@@ -156,13 +201,20 @@ def validate(path: Path, data: Any, model: type[M]) -> M:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = [x for x in err["loc"] if not (isinstance(x, str) and "[" in x)]
+            raw = [
+                x
+                for x in err["loc"]
+                if not (isinstance(x, str) and ("[" in x or x.startswith("function-")))
+            ]
+            at = _resolve(model, raw)
+            if err["type"] == "union_tag_invalid" and at.union is not None:
+                at = _Resolved([*at.loc, at.union[0]], None, at.union)  # point at the tag's key
             cause = (err.get("ctx") or {}).get("error")
             if isinstance(cause, LocatedValueError):
-                loc += list(cause.loc)
-                err = {**err, "loc": tuple(loc)}
-            line, col = position(data, loc)
-            problems.append(FileProblem(str(path), line, col, _describe(err, model)))
+                at = _Resolved([*at.loc, *cause.loc], None, None)
+            allowed_here = _resolve(model, raw[:-1]) if err["type"] == "extra_forbidden" else None
+            line, col = position(data, at.loc)
+            problems.append(FileProblem(str(path), line, col, _describe(err, at, allowed_here)))
         raise FileError(problems) from None
 
 

@@ -185,15 +185,18 @@ def spawn_fieldloop(args: list[str], log: Path, env: dict[str, str] | None = Non
         )
 
 
-def outbox_rows(path: Path) -> int:
-    """Rows waiting in an edge outbox, read the way an operator would (sqlite, read-only)."""
+def outbox_rows(path: Path, stream: str | None = None) -> int:
+    """Messages waiting in an edge outbox (events, telemetry or both), read the way an operator
+    would (sqlite, read-only)."""
     import sqlite3
 
     if not path.exists():
         return 0
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        if stream is None:
+            return conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        return conn.execute("SELECT count(*) FROM outbox WHERE stream = ?", (stream,)).fetchone()[0]
     except sqlite3.OperationalError:  # not created yet
         return 0
     finally:

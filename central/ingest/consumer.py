@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import aiomqtt
 from pydantic import ValidationError
@@ -20,14 +21,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.ingest.events import IngestOutcome, dead_letter, ingest
+from central.ingest.telemetry import store_batch
 from fieldloop.backoff import Backoff
 from fieldloop.brokers import BrokerAddress, client_kwargs
-from fieldloop.messages import Ack, AckResult, Event
+from fieldloop.messages import Ack, AckResult, Event, TelemetryBatch
 from fieldloop.topics import Topics
 
 log = logging.getLogger("fieldloop.central.ingest")
 
-MAX_PAYLOAD = 256 * 1024
+MAX_PAYLOAD = 4 * 1024 * 1024  # a telemetry batch of 10,000 samples fits
 
 
 def _now() -> datetime:
@@ -61,6 +63,7 @@ class EventConsumer:
         self.clock = clock
         self.connected = asyncio.Event()
         self.processed = 0
+        self.telemetry_batches = 0
         self.dead_lettered = 0
 
     async def run(self) -> None:
@@ -74,7 +77,13 @@ class EventConsumer:
                     clean_session=False,  # events published while we are down wait for us
                 ) as client:
                     await client.subscribe(self.topics.all_events(), qos=1)
-                    log.info("central consuming %s on %s", self.topics.all_events(), self.broker)
+                    await client.subscribe(self.topics.all_telemetry(), qos=1)
+                    log.info(
+                        "central consuming %s and %s on %s",
+                        self.topics.all_events(),
+                        self.topics.all_telemetry(),
+                        self.broker,
+                    )
                     self.connected.set()
                     backoff.reset()
                     failing = False
@@ -88,9 +97,12 @@ class EventConsumer:
                 await asyncio.sleep(backoff.next_delay())
 
     async def handle(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        if self.topics.leaf_of(topic) == "telemetry":
+            await self.handle_telemetry(client, topic, payload)
+            return
         received = self.clock()
         site = self.topics.site_of(topic)
-        event, reason = self._parse(site, payload)
+        event, reason = _parse_as(Event, site, payload)
         if event is None:
             await self._reject(client, topic, site, payload, reason, received)
             return
@@ -118,18 +130,31 @@ class EventConsumer:
         )
         await client.publish(self.topics.ack(event.site), ack.to_json(), qos=1)
 
-    def _parse(self, site: str | None, payload: bytes) -> tuple[Event | None, str]:
-        if site is None:
-            return None, "topic is not fieldloop/v1/{site}/events"
-        if len(payload) > MAX_PAYLOAD:
-            return None, f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}"
+    async def handle_telemetry(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        received = self.clock()
+        site = self.topics.site_of(topic)
+        batch, reason = _parse_as(TelemetryBatch, site, payload)
+        if batch is None:
+            await self._reject(client, topic, site, payload, reason, received)
+            return
         try:
-            event = Event.model_validate_json(payload)
-        except ValidationError as exc:
-            return None, _pydantic_reason(exc)
-        if event.site != site:
-            return None, f"site {event.site!r} in the message does not match topic site {site!r}"
-        return event, ""
+            result = await asyncio.to_thread(store_batch, self.sessions, batch, received)
+        except SQLAlchemyError as exc:
+            log.error("could not store telemetry %s (%s); the edge will resend it", batch.id, exc)
+            await asyncio.sleep(1.0)
+            return
+        self.telemetry_batches += 1
+        ack = Ack(
+            site=batch.site,
+            acked_id=batch.id,
+            device=batch.device,
+            asset=batch.asset,
+            seq=batch.seq,
+            event_time=batch.event_time,
+            time=self.clock(),
+            result=result,
+        )
+        await client.publish(self.topics.ack(batch.site), ack.to_json(), qos=1)
 
     async def _reject(
         self,
@@ -172,6 +197,23 @@ class EventConsumer:
                 reason=reason[:2000],
             )
             await client.publish(self.topics.ack(site), ack.to_json(), qos=1)
+
+
+M = TypeVar("M", Event, TelemetryBatch)
+
+
+def _parse_as(model: type[M], site: str | None, payload: bytes) -> tuple[M | None, str]:
+    if site is None:
+        return None, "topic is not fieldloop/v1/{site}/..."
+    if len(payload) > MAX_PAYLOAD:
+        return None, f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}"
+    try:
+        message = model.model_validate_json(payload)
+    except ValidationError as exc:
+        return None, _pydantic_reason(exc)
+    if message.site != site:
+        return None, f"site {message.site!r} in the message does not match topic site {site!r}"
+    return message, ""
 
 
 def _loose_id(payload: bytes) -> str | None:

@@ -27,6 +27,7 @@ _CATEGORY_BY_KIND = {
     EventKind.fault_opened: "equipment_fault",
     EventKind.comm_lost: "communication",
     EventKind.maintenance_due: "preventive_maintenance",
+    EventKind.flapping: "equipment_fault",
 }
 
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from central.storage.types import UTCDateTime
@@ -106,3 +117,36 @@ class DeadLetter(Base):
     message_id: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     reason: Mapped[str] = mapped_column(Text)
+
+
+class TelemetryBatchRow(Base):
+    """The telemetry inbox: one row per batch id, so a resent batch stores nothing twice."""
+
+    __tablename__ = "telemetry_batches"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site: Mapped[str] = mapped_column(String(128))
+    device: Mapped[str] = mapped_column(String(128))
+    asset: Mapped[str] = mapped_column(String(128))
+    seq: Mapped[int]
+    event_time: Mapped[datetime]
+    received_at: Mapped[datetime]
+    samples: Mapped[int]
+
+
+class TelemetrySample(Base):
+    """Readings as the edge reported them (the telemetry store of the embedded default; the
+    production store with TimescaleDB and partitions is a later migration)."""
+
+    __tablename__ = "telemetry_samples"
+    __table_args__ = (Index("ix_telemetry_asset_metric_time", "asset", "metric", "time"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("telemetry_batches.id"), index=True)
+    time: Mapped[datetime]
+    site: Mapped[str] = mapped_column(String(128))
+    device: Mapped[str] = mapped_column(String(128))
+    asset: Mapped[str] = mapped_column(String(128))
+    metric: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float] = mapped_column(Double)
+    quality: Mapped[str] = mapped_column(String(16))

@@ -18,6 +18,7 @@ from edge_agent.decoding import Block, decode_block, plan_reads
 from edge_agent.readings import Reading
 from fieldloop.backoff import Backoff
 from fieldloop.profiles import DeviceInstance, DeviceProfile, Table
+from fieldloop.registers import encode, to_raw
 
 log = logging.getLogger("fieldloop.edge.modbus")
 
@@ -28,6 +29,10 @@ def utcnow() -> datetime:
 
 class PollFailed(Exception):
     pass
+
+
+class WriteRefused(PermissionError):
+    """A write to a device resource that the site file's write_allow does not name."""
 
 
 class ModbusCollector:
@@ -49,6 +54,8 @@ class ModbusCollector:
         self.on_success = on_success
         self.clock = clock
         ep = device.modbus_tcp
+        assert ep is not None, "ModbusCollector needs a modbus_tcp device"
+        self._endpoint = ep
         self._client = AsyncModbusTcpClient(
             ep.host,
             port=ep.port,
@@ -77,6 +84,41 @@ class ModbusCollector:
             self._client.close()
 
     async def poll_once(self) -> None:
+        try:
+            await self._poll()
+        except Exception as exc:
+            # (pymodbus raises more than it documents; an uncaught one would stop polling for
+            # good, the failure ThingsBoard's gateway is known for)
+            self.failures += 1
+            self._client.close()
+            self.on_failure(self.clock(), f"{self._where()}: {type(exc).__name__}: {exc}")
+
+    async def write(self, resource: str, value: float) -> None:
+        """Write one resource, only if the site file's write_allow names it. Read function codes
+        are all the agent otherwise uses: a gateway must not change a plant by accident."""
+        if resource not in self.device.write_allow:
+            raise WriteRefused(
+                f"{self.device.id}: writing {resource!r} is refused; only resources listed in "
+                "the device's write_allow in the site file may be written (default: none)"
+            )
+        r = self.profile.resource(resource)
+        unit = self._endpoint.unit_id
+        if not self._client.connected:
+            await self._client.connect()
+        if r.table is Table.coils:
+            rr = await self._client.write_coil(r.address, bool(value), device_id=unit)  # type: ignore[arg-type]
+        elif r.table is Table.holding_registers:
+            words = encode(to_raw(value, r.scale, r.offset), r.type, r.byte_order, r.word_order,
+                           r.length)  # type: ignore[arg-type]  # fmt: skip
+            rr = await self._client.write_registers(r.address, words, device_id=unit)  # type: ignore[arg-type]
+        else:
+            raise WriteRefused(
+                f"{self.device.id}: {resource!r} is in {r.table}, which is read-only"
+            )
+        if rr.isError():
+            raise PollFailed(f"{self._where()}: write of {resource} answered with {rr}")
+
+    async def _poll(self) -> None:
         loop = asyncio.get_running_loop()
         self.polls += 1
         if not self._client.connected:
@@ -84,7 +126,7 @@ class ModbusCollector:
                 return
             try:
                 ok = await asyncio.wait_for(
-                    self._client.connect(), timeout=self.device.modbus_tcp.timeout + 1
+                    self._client.connect(), timeout=self._endpoint.timeout + 1
                 )
             except (TimeoutError, OSError, ModbusException) as exc:
                 ok, reason = False, str(exc) or type(exc).__name__
@@ -113,7 +155,7 @@ class ModbusCollector:
             self.on_readings(readings)
 
     def _where(self) -> str:
-        ep = self.device.modbus_tcp
+        ep = self._endpoint
         return f"{ep.host}:{ep.port} unit {ep.unit_id}"
 
     async def _read_all(self, time: datetime) -> tuple[list[Reading], list[str]]:
@@ -130,7 +172,7 @@ class ModbusCollector:
 
     async def _read(self, block: Block) -> list[int] | list[bool]:
         c = self._client
-        unit = self.device.modbus_tcp.unit_id
+        unit = self._endpoint.unit_id
         call = {
             Table.holding_registers: c.read_holding_registers,
             Table.input_registers: c.read_input_registers,

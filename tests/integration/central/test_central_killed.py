@@ -63,7 +63,7 @@ async def test_events_survive_a_killed_central_exactly_once(
             resend_after=1.0,
         )  # fmt: skip
         task = asyncio.create_task(agent.run())
-        detector = agent.detectors["chiller"][0]
+        rule_id = rules.rules[0].id
         try:
             await asyncio.wait_for(agent.uplink.connected.wait(), 10)
             for episode in range(1, EPISODES + 1):
@@ -76,7 +76,7 @@ async def test_events_survive_a_killed_central_exactly_once(
                     device.overrides["discharge_temp"] = level
 
                     async def reached(want: bool = active) -> bool:
-                        return detector.is_active("chiller-1") is want
+                        return (("chiller-1", rule_id) in agent.bank.open_episodes()) is want
 
                     await eventually(reached, within=10, what=f"episode {episode} {level}")
 

@@ -44,13 +44,14 @@ async def test_killed_edge_resends_unacked_event_after_restart(
         try:
 
             async def stored() -> bool:
-                return outbox_rows(outbox) == 1
+                return outbox_rows(outbox, "event") == 1 and outbox_rows(outbox, "telemetry") > 0
 
-            await eventually(stored, within=20, what="the fault event in the outbox")
+            await eventually(stored, within=20, what="the fault event and telemetry in the outbox")
         finally:
             edge.send_signal(signal.SIGKILL)  # 2. a real kill, mid-flight
             edge.wait(10)
-        assert outbox_rows(outbox) == 1
+        assert outbox_rows(outbox, "event") == 1
+        assert outbox_rows(outbox, "telemetry") >= 1  # readings of the time central was away
 
         # 3. central comes up, then the edge restarts and resends what it still holds
         central = CentralServer(
@@ -94,4 +95,5 @@ async def test_killed_edge_resends_unacked_event_after_restart(
             edge.wait(10)
             await central.stop()
         log = (tmp_path / "edge2.log").read_text()
-        assert "1 event(s) waiting in outbox" in log
+        assert "1 event(s) and" in log
+        assert "telemetry batch(es) waiting in the outbox" in log

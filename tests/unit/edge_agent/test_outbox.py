@@ -185,9 +185,11 @@ def test_open_episodes_track_opening_and_clearing(outbox):
     assert outbox.open_episodes() == {("b", RULE)}
 
 
-def test_maintenance_due_opens_an_episode(outbox):
+def test_maintenance_due_is_not_an_episode_the_edge_keeps_open(outbox):
+    # a due date is never cleared by the edge: tracking it as open would only grow the table
     outbox.append("s", det("a", EventKind.maintenance_due, rule_id="pm.quarterly"), {})
-    assert outbox.open_episodes() == {("a", "pm.quarterly")}
+    assert outbox.open_episodes() == set()
+    assert outbox.count("event") == 1
 
 
 def test_open_episode_is_recorded_once(outbox):
@@ -243,11 +245,13 @@ def test_rows_are_committed_for_other_connections(outbox, db_path):
     e = outbox.append("s", det("a"), {})
     other = sqlite3.connect(db_path)
     try:
-        rows = other.execute("SELECT id, device, seq, kind FROM outbox").fetchall()
-        seq = other.execute("SELECT seq FROM device_seq WHERE device = 'a'").fetchone()
+        rows = other.execute("SELECT id, device, seq, stream FROM outbox").fetchall()
+        seq = other.execute(
+            "SELECT seq FROM device_seq WHERE device = 'a' AND stream = 'event'"
+        ).fetchone()
     finally:
         other.close()
-    assert rows == [(e.id, "a", 1, "fault_opened")]
+    assert rows == [(e.id, "a", 1, "event")]
     assert seq == (1,)
 
 

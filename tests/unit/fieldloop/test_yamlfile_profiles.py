@@ -241,7 +241,9 @@ def test_missing_key_points_at_its_resource(tmp_path):
         load_profile(path)
     p = only_problem(exc)
     assert (p.line, p.col) == (5, 5)
-    assert p.message == "resources.0.address: required key is missing; add it"
+    assert (
+        p.message == "resources.0: a Modbus resource needs address (or give path for an MQTT field)"
+    )
 
 
 def test_string_without_length(tmp_path):
