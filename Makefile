@@ -29,6 +29,7 @@ test: $(STAMP) services
 
 bench: $(STAMP) services
 	$(BIN)/python bench/ticket_latency.py
+	$(BIN)/python bench/edge_throughput.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,6 +6,8 @@ the value of "now" in scenario time (wall time since start times ``speed``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -18,7 +20,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from fieldloop.net import ensure_port_free, wait_listening
 from fieldloop.profiles import DeviceProfile, Resource, Table
-from fieldloop.registers import encode, to_raw
+from fieldloop.registers import decode, encode, to_engineering, to_raw
 from simulators.scenarios import Scenario
 
 log = logging.getLogger("fieldloop.simulator")
@@ -48,6 +50,8 @@ class SimulatedDevice:
     clock: Callable[[], float] = time.monotonic
     #: values pinned by a test or benchmark, overriding the scenario
     overrides: dict[str, float] = field(default_factory=dict)
+    #: seconds each answer is held back (a slow device, or one behind a busy serial gateway)
+    response_delay: float = 0.0
     started_at: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +67,7 @@ class SimulatedDevice:
                 f"{self.profile.name!r} does not have (it has: {', '.join(sorted(names))})"
             )
         self.started_at = self.clock()
+        self._stopping = asyncio.Event()
 
     def scenario_time(self) -> float:
         return (self.clock() - self.started_at) * self.speed
@@ -114,9 +119,13 @@ class SimulatedDevice:
         table = _FC_TABLE.get(function_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
+        if self.response_delay:
+            # held back, but released at once when the simulator stops (no stray handlers)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.response_delay)
         if set_values is not None:
-            # Writes are accepted for holding registers and coils (as a device would); the
-            # scenario keeps driving the value, so a write to a simulated sensor does not stick.
+            # A write sticks, as on a device: the written value overrides the scenario.
+            self._apply_write(table, address, list(set_values))
             return None
         t = self.scenario_time()
         for r in self.profile.resources:
@@ -138,6 +147,19 @@ class SimulatedDevice:
             if i >= 0 and i + len(words) <= len(registers):
                 registers[i : i + len(words)] = words
         return None
+
+    def _apply_write(self, table: Table, address: int, values: list[int] | list[bool]) -> None:
+        end = address + len(values)
+        for r in self.profile.resources:
+            if r.table is not table or not (address <= r.address and r.address + r.count <= end):
+                continue
+            i = r.address - address
+            if table.is_bits:
+                self.overrides[r.name] = 1.0 if values[i] else 0.0
+            else:
+                raw = decode(list(values[i : i + r.count]), r.type, r.byte_order, r.word_order)  # type: ignore[arg-type]
+                if not isinstance(raw, str):
+                    self.overrides[r.name] = to_engineering(raw, r.scale, r.offset)
 
 
 class ModbusSimulator:
@@ -172,6 +194,9 @@ class ModbusSimulator:
 
     async def stop(self) -> None:
         if self._server is not None:
+            for d in self.devices:
+                d._stopping.set()
+            await asyncio.sleep(0)  # let held-back answers finish before the transport goes
             await self._server.shutdown()
             self._server = None
 

@@ -124,4 +124,42 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
     if leaked:
         for t in leaked:
             t.cancel()
-        pytest.fail(f"test leaked asyncio tasks: {[t.get_name() for t in leaked]}")
+        pytest.fail(f"test leaked asyncio tasks: {[(t.get_name(), t.get_coro()) for t in leaked]}")
+
+
+class PrivateMosquitto:
+    """A Mosquitto of one test's own, on its own port, that the test may kill and restart."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.conf = directory / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"log_dest file {directory / 'mosquitto.log'}\n",
+            encoding="utf-8",
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)])
+        _wait_port(self.port, "the private mosquitto")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def private_mosquitto(mosquitto: str, tmp_path: Path) -> Iterator[PrivateMosquitto]:
+    broker = PrivateMosquitto(tmp_path)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.kill()

@@ -201,3 +201,28 @@ def outbox_rows(path: Path, stream: str | None = None) -> int:
         return 0
     finally:
         conn.close()
+
+
+def write_multi_site(
+    directory: Path, ports: list[int], *, poll_interval: float, timeouts: dict[int, float]
+) -> Path:
+    """A site of chillers, one per port (device i on ports[i]); timeouts per device index."""
+    lines = [
+        "apiVersion: fieldloop/v1",
+        "kind: Site",
+        "site: multi",
+        f"profiles_dir: {REPO / 'device_profiles'}",
+        "devices:",
+    ]
+    for i, port in enumerate(ports):
+        lines += [
+            f"  - id: chiller-{i}",
+            f"    asset: CH-{i:02d}",
+            "    profile: chiller",
+            f"    modbus_tcp: {{host: 127.0.0.1, port: {port}, unit_id: 1, "
+            f"timeout: {timeouts.get(i, 0.5)}, retries: 0}}",
+            f"    poll_interval: {poll_interval}",
+        ]
+    path = directory / "multi.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

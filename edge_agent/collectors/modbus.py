@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -67,6 +68,8 @@ class ModbusCollector:
         self._next_connect = 0.0
         self.polls = 0
         self.failures = 0
+        #: how late each poll started against its schedule (seconds), newest last
+        self.lateness: deque[float] = deque(maxlen=1000)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -74,6 +77,7 @@ class ModbusCollector:
         next_tick = loop.time()
         try:
             while True:
+                self.lateness.append(max(0.0, loop.time() - next_tick))
                 await self.poll_once()
                 next_tick += interval
                 now = loop.time()
