@@ -169,7 +169,14 @@ def test_clear_level_equal_to_threshold_is_allowed():
 def test_shipped_rules_load():
     rules = load_detection(SHIPPED_RULES)
     assert isinstance(rules, DetectionFile)
-    (r,) = rules.rules
+    r = rules.rules[0]
+    assert [type(x) for x in rules.rules] == [
+        ThresholdRule,
+        CounterRule,
+        StuckRule,
+        ImplausibleRule,
+    ]
+    assert {x.profile for x in rules.rules} == {"chiller"}
     assert isinstance(r, ThresholdRule)
     assert r.id == "chiller.discharge_temp.high"
     assert (r.profile, r.metric) == ("chiller", "discharge_temp")
@@ -192,9 +199,9 @@ def test_shipped_example_rules_stay_valid(tmp_path):
     assert [type(r) for r in rules.rules] == [
         ThresholdRule,
         CounterRule,
-        RateOfChangeRule,
         StuckRule,
         ImplausibleRule,
+        RateOfChangeRule,
     ]
     assert {r.profile for r in rules.rules} == {"chiller"}
 
