@@ -7,14 +7,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fieldloop import __version__
+from fieldloop import __version__, logs
 from fieldloop.net import PortInUseError
 from fieldloop.yamlfile import FileError
 
@@ -65,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fieldloop {__version__}")
     _flag(parser, "--log-level", "LOG_LEVEL", "INFO", "logging level")
+    _flag(parser, "--log-format", "LOG_FORMAT", "text", "text, or json: one object per line",
+          choices=["text", "json"])  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -129,18 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     rcheck = rsub.add_parser("check", help="check rule files; errors as file:line:col")
     rcheck.add_argument("files", nargs="+", type=Path)
     return parser
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stdout,
-        force=True,
-    )
-    for noisy in ("pymodbus", "amqtt", "transitions", "uvicorn.error", "httpx", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 def _need(value: str | None, flag: str, env: str) -> str:
@@ -278,7 +267,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    logs.setup(args.log_level, args.log_format)
     try:
         return COMMANDS[args.command](args)
     except FileError as exc:

@@ -88,3 +88,18 @@ def test_a_broken_site_file_is_refused_with_its_position(
     err = capsys.readouterr().err
     assert f"{site}:7:5: profile 'chillr' not found" in err
     assert "chiller" in err  # the available profiles are listed
+
+
+def test_json_logs_are_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import logging
+
+    assert main(["--log-format", "json", "rules", "check", str(REPO / "rules/detection.yaml")]) == 0
+    logging.getLogger("fieldloop.edge").warning(
+        "device %s stopped", "chiller-1", extra={"device": "chiller-1"}
+    )
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    doc = json.loads(lines[-1])
+    assert doc["level"] == "warning" and doc["logger"] == "fieldloop.edge"
+    assert doc["message"] == "device chiller-1 stopped" and doc["device"] == "chiller-1"
+    logging.getLogger().handlers.clear()
