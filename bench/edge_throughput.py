@@ -1,8 +1,8 @@
 """Edge agent throughput: CPU per decoded point and keeping up, against bare pymodbus, in one run.
 
 (a) 20 devices x 20 holding registers every 100 ms (4,000 points/s): the agent's CPU time per
-    point (user+sys of its process over a steady window / points decoded in that window), against
-    the target (<= 20 us) and the ThingsBoard IoT Gateway reference from the issue (~100 us).
+    point (user+sys of its process over a steady window / points decoded in it), against the
+    target (<= 20 us) and the ThingsBoard IoT Gateway reference from the issue (~100 us).
 (b) 500 devices x 50 registers every second (25,000 points/s) on one core: achieved vs offered
     points/s, poll lateness (p50/p99/max), RSS, and CPU per point.
 (c) for both: the bare pymodbus AsyncModbusTcpClient doing the same reads (one client per device,
@@ -11,11 +11,11 @@
 
 Every component is a real process: the simulators (10 unit ids per port, constant signals),
 central (`fieldloop central`, so telemetry is acked and the outbox stays small), the edge agent
-(`fieldloop edge`) and the bare client. The measured process (agent or bare client) is pinned to
-one CPU; the simulators, central and this script to the others.
+(`fieldloop edge`) and the bare client. The measured process (agent, then bare client) is pinned
+to one CPU; the simulators, central and this script to the others. See bench/README.md.
 
-    .venv/bin/python bench/edge_throughput.py [--scenario a|b|all] [--seconds N]
-                                              [--warmup S] [--broker URL] [--cpu N]
+    .venv/bin/python bench/edge_throughput.py [--scenario a|b|all] [--seconds N] [--warmup S]
+                                              [--central real|acker] [--broker URL] [--cpu N]
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
@@ -105,6 +107,8 @@ class Window:
     start_epoch: float  # the window's status writes, as epoch seconds
     end_epoch: float
     cpu: float  # user+sys s of the measured process
+    core_others: float  # share of its CPU that other processes used in the window
+    core_steal: float  # share of its CPU the hypervisor took
     polls: int
     errors: int
     points: int
@@ -351,8 +355,6 @@ class Child:
                 start_new_session=True,
                 preexec_fn=pin,
             )
-        import psutil
-
         self.ps = psutil.Process(self.proc.pid)
 
     @property
@@ -386,6 +388,7 @@ class Child:
                 self.proc.kill()
                 self.proc.wait()
                 self.stop_note = f"ignored SIGTERM for {within:g} s; killed (SIGKILL)"
+                print(f"  ! {self.name} {self.stop_note}", flush=True)
                 return None
         return self.proc.returncode
 
@@ -421,8 +424,6 @@ async def wait_ports(ports: Sequence[int], children: Sequence[Child], within: fl
 
 def mosquitto_process() -> Any:
     """The broker's process if it runs on this machine (only read, for its CPU share)."""
-    import psutil
-
     for p in psutil.process_iter(["name"]):
         if p.info["name"] == "mosquitto":
             return p
@@ -432,13 +433,26 @@ def mosquitto_process() -> Any:
 # -- the steady window -----------------------------------------------------------------------
 
 
+@dataclass
+class Sample:
+    """Taken right after a status write."""
+
+    t: float  # perf_counter
+    cpu: float  # user+sys s of the measured process
+    helpers: dict[str, float]  # user+sys s of the other processes
+    core_busy: float  # s the measured process's CPU was busy (any process), from boot
+    core_steal: float  # s stolen from that CPU by the hypervisor
+    doc: dict[str, Any]  # the status document
+
+
 class StatusWatch:
     """Detects each new write of a status file (written atomically: a new inode each time) and
     samples the process's CPU right away, before reading the file."""
 
-    def __init__(self, path: Path, child: Child, helpers: dict[str, Any]) -> None:
+    def __init__(self, path: Path, child: Child, helpers: dict[str, Any], cpu: int) -> None:
         self.path = path
         self.child = child
+        self.cpu = cpu
         self.helpers = helpers
         self._key: tuple[int, int] | None = None
         self.rss_peak = 0
@@ -453,14 +467,14 @@ class StatusWatch:
             return None
         return st.st_ino, st.st_mtime_ns
 
-    async def next_write(self, within: float) -> tuple[float, float, dict[str, float], dict]:
-        """(perf_counter, cpu s, helpers' cpu s, document) at the next write."""
+    async def next_write(self, within: float) -> Sample:
         deadline = time.monotonic() + within
         last_rss = 0.0
         while True:
             key = self._stat()
             if key is not None and key != self._key:
                 cpu = cpu_s(self.child.ps)
+                core = psutil.cpu_times(percpu=True)[self.cpu]
                 helpers = {}
                 for name, ps in self.helpers.items():
                     with contextlib.suppress(Exception):
@@ -472,7 +486,8 @@ class StatusWatch:
                 except (OSError, ValueError):
                     continue  # replaced again while reading: take the next one
                 self.rss_peak = max(self.rss_peak, self.child.ps.memory_info().rss)
-                return t, cpu, helpers, doc
+                busy = core.user + core.nice + core.system + core.irq + core.softirq
+                return Sample(t, cpu, helpers, busy, core.steal, doc)
             self.child.check()
             now = time.monotonic()
             if now > deadline:
@@ -485,8 +500,8 @@ class StatusWatch:
     async def until(self, ready: Callable[[dict], bool], within: float, what: str) -> None:
         deadline = time.monotonic() + within
         while True:
-            _, _, _, doc = await self.next_write(max(1.0, deadline - time.monotonic()) + 6)
-            if ready(doc):
+            sample = await self.next_write(max(1.0, deadline - time.monotonic()) + 6)
+            if ready(sample.doc):
                 return
             if time.monotonic() > deadline:
                 raise BenchFailed(f"{self.child.name}: {what} not reached in {within:g} s")
@@ -508,11 +523,13 @@ async def steady_window(
     await asyncio.sleep(opts.warmup)
     watch.rearm()  # the window starts at the next write, not one made during the warm-up
     writes = max(1, math.ceil(opts.seconds / STATUS_EVERY))
-    t0, c0, h0, d0 = await watch.next_write(STATUS_EVERY * 3)
+    s0 = await watch.next_write(STATUS_EVERY * 3)
     watch.rss_peak = watch.child.ps.memory_info().rss
     for _ in range(writes):
-        t1, c1, h1, d1 = await watch.next_write(STATUS_EVERY * 3)
+        s1 = await watch.next_write(STATUS_EVERY * 3)
     rss_end = watch.child.ps.memory_info().rss
+    d0, d1, wall = s0.doc, s1.doc, s1.t - s0.t
+    cpu = s1.cpu - s0.cpu
 
     def total(doc: dict, key: str) -> int:
         return sum(d.get(key, 0) for d in doc["devices"].values())
@@ -521,18 +538,20 @@ async def steady_window(
     errors = total(d1, "errors") - total(d0, "errors")
     return Window(
         name=name,
-        wall=t1 - t0,
+        wall=wall,
         status_span=epoch(d1["time"]) - epoch(d0["time"]),
         start_epoch=epoch(d0["time"]),
         end_epoch=epoch(d1["time"]),
-        cpu=c1 - c0,
+        cpu=cpu,
+        core_others=max(0.0, s1.core_busy - s0.core_busy - cpu) / wall,
+        core_steal=(s1.core_steal - s0.core_steal) / wall,
         polls=polls,
         errors=errors,
         points=(polls - errors) * sc.registers,
         rss_end=rss_end,
         rss_peak=max(watch.rss_peak, rss_end),
         outbox=(d0.get("outbox_messages", 0), d1.get("outbox_messages", 0)),
-        helpers_cpu={k: h1[k] - h0[k] for k in h0.keys() & h1.keys()},
+        helpers_cpu={k: s1.helpers[k] - s0.helpers[k] for k in s0.helpers.keys() & s1.helpers},
         registers=sc.registers,
     )
 
@@ -704,7 +723,7 @@ async def measure_agent(
         watched = {central.name: central.ps, **helpers_ps}
         for i, s in enumerate(sims):
             watched[f"simulator {i + 1}"] = s.ps
-        watch = StatusWatch(data_dir / "status.json", agent, watched)
+        watch = StatusWatch(data_dir / "status.json", agent, watched, opts.cpu)
 
         def ready(doc: dict) -> bool:
             return bool(doc.get("uplink_connected")) and all_polled(doc)
@@ -759,7 +778,7 @@ async def measure_bare(
         watched = dict(helpers_ps)
         for i, s in enumerate(sims):
             watched[f"simulator {i + 1}"] = s.ps
-        watch = StatusWatch(out / "status.json", bare, watched)
+        watch = StatusWatch(out / "status.json", bare, watched, opts.cpu)
         w = await steady_window("bare pymodbus", watch, sc, opts, all_polled)
     finally:
         code = bare.stop(within=10)
@@ -805,7 +824,7 @@ async def run_scenario(sc: Scenario, opts: Options, tag: str) -> Outcome:
                 procs.callback(sim.stop, 5)
                 sims.append(sim)
             await wait_ports(ports, sims, 60)
-            helpers_ps: dict[str, Any] = {"this bench": __import__("psutil").Process()}
+            helpers_ps: dict[str, Any] = {"this bench": psutil.Process()}
             if (mq := mosquitto_process()) is not None:
                 helpers_ps["mosquitto"] = mq
 
@@ -950,16 +969,25 @@ def report(outcomes: list[Outcome], opts: Options) -> None:
         )
         print(
             f"  from the status counters: {a.counted_per_s:,.0f} (agent), {b.counted_per_s:,.0f} "
-            "(bare) points/s; polls with a known start time in the window: "
-            f"{a.polls_seen:,} (agent, {a.polls_seen / max(a.polls - a.errors, 1):.1%} of those "
-            f"counted), {b.polls_seen:,} (bare)"
+            f"(bare) points/s, {a.polls - a.errors:,} and {b.polls - b.errors:,} answered polls; "
+            f"polls with a known start time in the window: {a.polls_seen:,} and "
+            f"{b.polls_seen:,}"
         )
         print(f"  bare lateness by its own clock (exact): {late_cell(b.lateness_exact)} ms")
         for w in (a, b):
             shares = ", ".join(
                 f"{k} {v / w.wall:.0%}" for k, v in sorted(w.helpers_cpu.items()) if v > 0
             )
-            print(f"  others during the {w.name} window (share of a core): {shares}")
+            print(
+                f"  during the {w.name} window: CPU {opts.cpu} also ran other processes "
+                f"{w.core_others:.1%} of the time, steal {w.core_steal:.1%}; "
+                f"elsewhere (share of a core): {shares}"
+            )
+            if w.core_others > 0.05 or w.core_steal > 0.05:
+                print(
+                    f"  ! CPU {opts.cpu} was not quiet during the {w.name} window: CPU times and "
+                    "lateness are disturbed; rerun on an idle machine"
+                )
 
     if len(outcomes) > 1:
         head2 = f"{'CPU per point':<22} {'ours us':>9} {'bare us':>9} {'ours/bare':>10}"
