@@ -140,8 +140,9 @@ class Outbox:
         )
         return seq
 
-    def _insert(self, db: sqlite3.Connection, stream: Stream, msg: Event | TelemetryBatch) -> None:
-        payload = msg.to_json()
+    def _insert(
+        self, db: sqlite3.Connection, stream: Stream, msg: Event | TelemetryBatch, payload: bytes
+    ) -> None:
         db.execute(
             "INSERT INTO outbox(id, stream, device, seq, payload, created_at) "
             "VALUES(?, ?, ?, ?, ?, ?)",
@@ -206,8 +207,9 @@ class Outbox:
             threshold=d.threshold,
             readings=readings,
         )
-        self._make_room(db, len(event.to_json()))
-        self._insert(db, "event", event)
+        payload = event.to_json()
+        self._make_room(db, len(payload))
+        self._insert(db, "event", event, payload)
         # (a maintenance due date is not an episode the edge ever clears)
         if d.kind in OPENING_KINDS and d.kind is not EventKind.maintenance_due:
             db.execute(
@@ -239,12 +241,12 @@ class Outbox:
                     seq=self._next_seq(db, device, "telemetry"),
                     samples=list(samples),
                 )
-                size = len(batch.to_json())
-                if not self._make_room(db, size, allow_fail=True):
+                payload = batch.to_json()
+                if not self._make_room(db, len(payload), allow_fail=True):
                     self._count(db, "dropped_telemetry_batches", 1)
                     self._count(db, "dropped_telemetry_samples", len(samples))
                     continue
-                self._insert(db, "telemetry", batch)
+                self._insert(db, "telemetry", batch, payload)
                 stored.append(batch)
         return stored
 

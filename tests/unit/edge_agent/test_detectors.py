@@ -572,7 +572,7 @@ def test_flapping_around_a_threshold_raises_at_most_one_ticket_per_episode(rule_
 
 
 def test_flapping_around_the_shipped_rule_raises_at_most_one_ticket_per_episode():
-    (shipped,) = load_detection(SHIPPED_RULES).rules
+    shipped = load_detection(SHIPPED_RULES).rules[0]
     assert isinstance(shipped, ThresholdRule)
     bank = DetectorBank(DetectionFile(apiVersion="fieldloop/v1", kind="DetectionRules",
                                       rules=[shipped]), DEVICES, ASSETS)  # fmt: skip
