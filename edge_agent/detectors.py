@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -174,7 +173,7 @@ def _field(d: dict[str, Any], key: str, kind: type, none: bool = False) -> Any:
 # ---------------------------------------------------------------------------------- engines
 
 
-class _Engine(ABC):
+class _Engine:
     """One rule over every device it applies to; ``states`` is keyed by device."""
 
     episodic: ClassVar[bool] = True
@@ -190,20 +189,19 @@ class _Engine(ABC):
             sort_keys=True,
         )
 
-    @abstractmethod
-    def observe(self, r: Reading, t: int, asset: str, out: list[Detection]) -> None: ...
+    def observe(self, r: Reading, t: int, asset: str, out: list[Detection]) -> None:
+        raise NotImplementedError
 
-    @abstractmethod
-    def dump(self, s: Any) -> dict[str, Any]: ...
+    def dump(self, s: Any) -> dict[str, Any]:
+        raise NotImplementedError
 
-    @abstractmethod
     def load(self, d: dict[str, Any], same_rule: bool) -> Any:
         """A device's state from ``dump``; with ``same_rule`` False (the rule's condition changed
         since) only what does not depend on it: the episode, a counter's total."""
-        ...
+        raise NotImplementedError
 
-    @abstractmethod
-    def seed_open(self, device: str) -> None: ...
+    def seed_open(self, device: str) -> None:
+        raise NotImplementedError
 
     def is_open(self, device: str) -> bool:
         return False
@@ -432,8 +430,8 @@ class _PendingEngine(_EpisodeEngine):
         if s.quiet or s.cond != s.open:
             self._settle(s, t, changed, r, asset, r.value, out)
 
-    @abstractmethod
-    def crossing_note(self, r: Reading) -> str: ...
+    def crossing_note(self, r: Reading) -> str:
+        raise NotImplementedError
 
     def pending_since(self, device: str) -> int | None:
         s = self.states.get(device)
@@ -630,9 +628,6 @@ class _RateEngine(_EpisodeEngine):
 class _CounterEngine(_Engine):
     episodic = False
     rule: CounterRule
-
-    def seed_open(self, device: str) -> None:
-        """Counters raise due dates, not episodes: there is nothing to reopen."""
 
     def __init__(self, rule: CounterRule, ctx: _Context) -> None:
         super().__init__(rule, ctx)
