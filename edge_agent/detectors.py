@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -48,6 +48,7 @@ MAX_NOTICES = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 _INF = math.inf
+_NOTHING: Mapping[str, object] = {}
 
 
 def _us(t: datetime) -> int:
@@ -743,6 +744,11 @@ class DetectorBank:
 
     def _applies(self, e: _Engine, device: str) -> bool:
         return self._device_profiles.get(device) == e.rule.profile
+
+    def watched(self, device: str) -> Mapping[str, object]:
+        """The metrics of ``device`` some rule watches (``in`` is all a caller may ask): readings
+        of other metrics need not be observed at all."""
+        return self._routes.get(device, _NOTHING)
 
     def observe(self, reading: Reading) -> list[Detection]:
         """Detections caused by this reading, in rule-file order (at most one per rule)."""

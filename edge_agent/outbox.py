@@ -17,11 +17,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from edge_agent.detectors import Detection
 from fieldloop.ids import new_id
-from fieldloop.messages import OPENING_KINDS, Event, EventKind, Sample, TelemetryBatch
+from fieldloop.messages import OPENING_KINDS, Event, EventKind, SampleLike, encode_telemetry
 
 Stream = Literal["event", "telemetry"]
 SCHEMA_VERSION = 2
@@ -67,6 +67,14 @@ class OutboxRow:
     device: str
     seq: int
     payload: bytes
+
+
+class StoredBatch(NamedTuple):
+    """A telemetry batch as stored: its message id and the device's telemetry sequence number."""
+
+    id: str
+    device: str
+    seq: int
 
 
 class OutboxFull(Exception):
@@ -141,12 +149,19 @@ class Outbox:
         return seq
 
     def _insert(
-        self, db: sqlite3.Connection, stream: Stream, msg: Event | TelemetryBatch, payload: bytes
+        self,
+        db: sqlite3.Connection,
+        stream: Stream,
+        id: str,
+        device: str,
+        seq: int,
+        payload: bytes,
+        created_at: str,
     ) -> None:
         db.execute(
             "INSERT INTO outbox(id, stream, device, seq, payload, created_at) "
             "VALUES(?, ?, ?, ?, ?, ?)",
-            (msg.id, stream, msg.device, msg.seq, payload, msg.event_time.isoformat()),
+            (id, stream, device, seq, payload, created_at),
         )
         self._bytes += len(payload)
 
@@ -209,7 +224,7 @@ class Outbox:
         )
         payload = event.to_json()
         self._make_room(db, len(payload))
-        self._insert(db, "event", event, payload)
+        self._insert(db, "event", event.id, d.device, seq, payload, d.time.isoformat())
         # (a maintenance due date is not an episode the edge ever clears)
         if d.kind in OPENING_KINDS and d.kind is not EventKind.maintenance_due:
             db.execute(
@@ -224,29 +239,28 @@ class Outbox:
         return event
 
     def append_telemetry(
-        self, site: str, batches: Iterable[tuple[str, str, Sequence[Sample]]]
-    ) -> list[TelemetryBatch]:
+        self, site: str, batches: Iterable[tuple[str, str, Sequence[SampleLike]]]
+    ) -> list[StoredBatch]:
         """Store one telemetry batch per (device, asset, samples), all in one transaction (one
         fsync per flush, not per device). Drops the oldest telemetry when full, counting it."""
-        stored: list[TelemetryBatch] = []
+        stored: list[StoredBatch] = []
         with self._tx() as db:
             for device, asset, samples in batches:
                 if not samples:
                     continue
-                batch = TelemetryBatch(
-                    site=site,
-                    device=device,
-                    asset=asset,
-                    event_time=samples[-1].time,
-                    seq=self._next_seq(db, device, "telemetry"),
-                    samples=list(samples),
-                )
-                payload = batch.to_json()
+                batch = StoredBatch(new_id(), device, self._next_seq(db, device, "telemetry"))
+                payload = encode_telemetry(
+                    id=batch.id, site=site, device=device, asset=asset, seq=batch.seq,
+                    samples=samples,
+                )  # fmt: skip
                 if not self._make_room(db, len(payload), allow_fail=True):
                     self._count(db, "dropped_telemetry_batches", 1)
                     self._count(db, "dropped_telemetry_samples", len(samples))
                     continue
-                self._insert(db, "telemetry", batch, payload)
+                self._insert(
+                    db, "telemetry", batch.id, device, batch.seq, payload,
+                    samples[-1].time.isoformat(),
+                )  # fmt: skip
                 stored.append(batch)
         return stored
 

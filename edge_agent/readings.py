@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Quality = Literal["good", "uncertain", "bad"]
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
+    """Immutable; a named tuple rather than a frozen dataclass because the agent makes tens of
+    thousands a second and a tuple is built in a third of the time."""
+
     device: str
     asset: str
     metric: str

@@ -15,8 +15,12 @@ class Reporter:
     def __init__(self, policy: ReportPolicy) -> None:
         self.policy = policy
         self._last: dict[str, tuple[datetime, float]] = {}
+        # the default policy: every reading is reported, nothing to remember or compare
+        self._everything = policy.mode == "period" and policy.every == 0
 
     def wants(self, reading: Reading) -> bool:
+        if self._everything:
+            return True
         p = self.policy
         last = self._last.get(reading.metric)
         if last is None:

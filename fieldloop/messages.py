@@ -7,10 +7,12 @@ Models are strict about unknown fields so a typo on the wire is caught, not sile
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -117,6 +119,58 @@ class TelemetryBatch(_Message):
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()
+
+
+class SampleLike(Protocol):
+    """What the telemetry encoder reads of a sample: a ``Sample``, or the edge's own readings."""
+
+    @property
+    def metric(self) -> str: ...
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def quality(self) -> str: ...
+
+
+def encode_telemetry(
+    *, id: str, site: str, device: str, asset: str, seq: int, samples: Iterable[SampleLike]
+) -> bytes:
+    """The JSON of ``TelemetryBatch(...).to_json()`` written directly, without building a model
+    per sample: the edge's hot path (tens of thousands of samples a second on a gateway) calls
+    this with readings it decoded itself, whose values are finite and times aware. Central
+    validates every batch with ``TelemetryBatch`` on receipt; a test holds the two equal."""
+    dumps = json.dumps
+    quoted: dict[str, str] = {}
+    parts: list[str] = []
+    last: datetime | None = None
+    stamp = ""
+    for s in samples:
+        if s.time is not last:  # the samples of one poll share one time object
+            last = s.time
+            stamp = s.time.isoformat()
+        metric = quoted.get(s.metric)
+        if metric is None:
+            metric = quoted[s.metric] = dumps(s.metric, ensure_ascii=False)
+        parts.append(
+            f'{{"metric":{metric},"time":"{stamp}","value":{s.value!r},"quality":"{s.quality}"}}'
+        )
+    if last is None:
+        raise ValueError("a telemetry batch needs at least one sample")
+    head = ",".join(
+        f"{dumps(k)}:{dumps(v, ensure_ascii=False)}"
+        for k, v in (
+            ("schema", "fieldloop.telemetry/1"),
+            ("id", id),
+            ("site", site),
+            ("device", device),
+            ("asset", asset),
+            ("event_time", stamp),
+            ("seq", seq),
+        )
+    )
+    return f'{{{head},"rule_id":null,"samples":[{",".join(parts)}]}}'.encode()
 
 
 class AckResult(StrEnum):

@@ -33,7 +33,7 @@ class Order(StrEnum):
 
 
 #: struct code and register count of each fixed-size type
-_STRUCT: dict[RawType, tuple[str, int]] = {
+STRUCT_CODES: dict[RawType, tuple[str, int]] = {
     RawType.int16: ("h", 1),
     RawType.uint16: ("H", 1),
     RawType.int32: ("i", 2),
@@ -57,7 +57,7 @@ def register_count(raw_type: RawType, length: int | None = None) -> int:
         if not length:
             raise ValueError("a string needs its length in registers")
         return length
-    return _STRUCT[raw_type][1]
+    return STRUCT_CODES[raw_type][1]
 
 
 def _reorder(words: list[int], byte_order: Order, word_order: Order) -> list[int]:
@@ -77,7 +77,7 @@ def decode(
     """Registers as read from the wire -> the raw value (before scale and offset)."""
     if raw_type is RawType.bool:
         raise ValueError("bool values come from coils or discrete inputs, not registers")
-    expected = len(registers) if raw_type is RawType.string else _STRUCT[raw_type][1]
+    expected = len(registers) if raw_type is RawType.string else STRUCT_CODES[raw_type][1]
     if len(registers) != expected or not registers:
         raise DecodeError(f"{raw_type} needs {expected} registers, got {len(registers)}")
     if any(not 0 <= r <= 0xFFFF for r in registers):
@@ -86,7 +86,7 @@ def decode(
     data = b"".join(w.to_bytes(2, "big") for w in words)
     if raw_type is RawType.string:
         return data.rstrip(b"\x00").decode("utf-8", errors="replace")
-    (value,) = struct.unpack(">" + _STRUCT[raw_type][0], data)
+    (value,) = struct.unpack(">" + STRUCT_CODES[raw_type][0], data)
     if isinstance(value, float) and not math.isfinite(value):
         raise DecodeError(f"{raw_type} registers {registers} decode to {value}, not a reading")
     return value
@@ -106,7 +106,7 @@ def encode(
         count = register_count(raw_type, length)
         data = str(value).encode()[: count * 2].ljust(count * 2, b"\x00")
     else:
-        code, count = _STRUCT[raw_type]
+        code, count = STRUCT_CODES[raw_type]
         if code in "fd":
             data = struct.pack(">" + code, float(value))
         else:

@@ -201,4 +201,4 @@ class ModbusCollector:
             raise PollFailed(
                 f"{self._where()}: asked for {block.count} {block.table}, got {len(data)}"
             )
-        return list(data[: block.count])
+        return data
