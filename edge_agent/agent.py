@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,13 @@ from fieldloop.brokers import BrokerAddress, parse_broker_url
 from fieldloop.detection import DetectionFile
 from fieldloop.messages import COMM_RULE_ID, Ack, DeviceHealth
 from fieldloop.profiles import Site
+from fieldloop.tasks import raise_if_cancelled
 from fieldloop.topics import Topics
 
 log = logging.getLogger("fieldloop.edge")
 
 STATUS_FILE = "status.json"
+FLUSH_SLICES = 10  # telemetry flushes per telemetry_interval, each for a slice of the devices
 
 
 class ConfigMismatch(ValueError):
@@ -148,7 +151,7 @@ class EdgeAgent:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.uplink.run(), name="uplink")
-                tg.create_task(self._every(self.telemetry_interval, self.flush_telemetry))
+                tg.create_task(self._flush_loop(), name="telemetry")
                 tg.create_task(self._every(self.status_interval, self.save_status))
                 tg.create_task(_supervised("mqtt devices", self.mqtt.run), name="mqtt-devices")
                 for c in self.modbus:
@@ -254,11 +257,27 @@ class EdgeAgent:
         elif ack.rule_id is not None or ack.result == "rejected":
             log.info("central %s message %s %s", ack.result, ack.acked_id, ack.reason or "")
 
-    async def flush_telemetry(self) -> None:
-        """One telemetry batch per device with readings since the last flush, all stored in one
-        transaction (one fsync per flush on the gateway's flash, not one per device)."""
-        samples, self._samples = self._samples, defaultdict(list)
-        batches = [(dev, self._asset[dev], items) for dev, items in samples.items() if items]
+    async def _flush_loop(self) -> None:
+        """Every device's telemetry leaves once per ``telemetry_interval``, but in slices: a
+        tenth of the devices every tenth of the interval. Devices poll in phase, so flushing
+        them all at once would hold the event loop for tens of milliseconds on a large site,
+        and every poll due meanwhile would start late."""
+        devices = [d.id for d in self.site.spec.devices]
+        n = max(1, min(FLUSH_SLICES, len(devices)))
+        slices = [devices[i::n] for i in range(n)]
+        for k in itertools.cycle(range(n)):
+            await asyncio.sleep(self.telemetry_interval / n)
+            await self.flush_telemetry(slices[k])
+
+    async def flush_telemetry(self, devices: Iterable[str] | None = None) -> None:
+        """One telemetry batch per device (of ``devices``, default all) with readings since its
+        last flush, all stored in one transaction (one fsync per flush on the gateway's flash,
+        not one per device)."""
+        if devices is None:
+            taken, self._samples = self._samples, defaultdict(list)
+        else:
+            taken = {d: self._samples.pop(d) for d in devices if d in self._samples}
+        batches = [(dev, self._asset[dev], items) for dev, items in taken.items() if items]
         if batches:
             self.outbox.append_telemetry(self.site.id, batches)
             self.uplink.notify()
@@ -308,6 +327,7 @@ async def _supervised(name: str, job: Callable[[], Awaitable[None]]) -> None:
         except Exception:
             log.exception("%s failed unexpectedly; restarting it", name)
             await asyncio.sleep(backoff.next_delay())
+            raise_if_cancelled()
 
 
 def _chain(*fns: Callable[[Ack], None]) -> Callable[[Ack], None]:

@@ -20,6 +20,7 @@ from fieldloop import __version__
 from fieldloop.backoff import Backoff
 from fieldloop.brokers import BrokerAddress, client_kwargs
 from fieldloop.messages import Ack, SiteStatus
+from fieldloop.tasks import raise_if_cancelled
 from fieldloop.topics import Topics
 
 log = logging.getLogger("fieldloop.edge.uplink")
@@ -81,6 +82,7 @@ class Uplink:
                     )
                     failing = True
                 await asyncio.sleep(delay)
+                raise_if_cancelled()
                 continue
             backoff.reset()
             failing = False
@@ -180,9 +182,11 @@ class Uplink:
             self._acked.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wait_for.wait(), timeout=min(1.0, self.resend_after / 2))
+            raise_if_cancelled()
 
     async def _ack_loop(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            raise_if_cancelled()
             try:
                 ack = Ack.model_validate_json(message.payload)  # type: ignore[arg-type]
             except (ValidationError, ValueError) as exc:

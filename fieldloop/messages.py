@@ -134,6 +134,10 @@ class SampleLike(Protocol):
     def quality(self) -> str: ...
 
 
+#: metric name -> its JSON string, shared by every batch the process encodes
+_QUOTED_METRICS: dict[str, str] = {}
+
+
 def encode_telemetry(
     *, id: str, site: str, device: str, asset: str, seq: int, samples: Iterable[SampleLike]
 ) -> bytes:
@@ -142,7 +146,9 @@ def encode_telemetry(
     this with readings it decoded itself, whose values are finite and times aware. Central
     validates every batch with ``TelemetryBatch`` on receipt; a test holds the two equal."""
     dumps = json.dumps
-    quoted: dict[str, str] = {}
+    quoted = _QUOTED_METRICS
+    if len(quoted) > 100_000:  # metric names come from profiles; this only guards a leak
+        quoted.clear()
     parts: list[str] = []
     last: datetime | None = None
     stamp = ""

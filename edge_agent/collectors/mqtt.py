@@ -20,6 +20,7 @@ from edge_agent.readings import Reading
 from fieldloop.backoff import Backoff
 from fieldloop.brokers import BrokerAddress, client_kwargs
 from fieldloop.profiles import DeviceInstance, DeviceProfile
+from fieldloop.tasks import raise_if_cancelled
 
 log = logging.getLogger("fieldloop.edge.mqtt")
 
@@ -84,6 +85,7 @@ class MqttCollector:
                     backoff.reset()
                     failing = False
                     async for message in client.messages:
+                        raise_if_cancelled()
                         self.handle(str(message.topic), bytes(message.payload))  # type: ignore[arg-type]
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
@@ -91,6 +93,7 @@ class MqttCollector:
                     log.warning("device broker %s unreachable (%s); retrying", self.broker, exc)
                     failing = True
                 await asyncio.sleep(backoff.next_delay())
+                raise_if_cancelled()
 
     def handle(self, topic: str, payload: bytes) -> None:
         dev = self.by_topic.get(topic)
