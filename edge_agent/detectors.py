@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -174,7 +175,7 @@ def _field(d: dict[str, Any], key: str, kind: type, none: bool = False) -> Any:
 # ---------------------------------------------------------------------------------- engines
 
 
-class _Engine:
+class _Engine(ABC):
     """One rule over every device it applies to; ``states`` is keyed by device."""
 
     episodic: ClassVar[bool] = True
@@ -190,19 +191,24 @@ class _Engine:
             sort_keys=True,
         )
 
+    @abstractmethod
     def observe(self, r: Reading, t: int, asset: str, out: list[Detection]) -> None:
-        raise NotImplementedError
+        """Follow one reading (``t``: its time in microseconds); append what it causes to
+        ``out``."""
 
+    @abstractmethod
     def dump(self, s: Any) -> dict[str, Any]:
-        raise NotImplementedError
+        """A device's state as JSON-serialisable data, for ``load`` after a restart."""
 
+    @abstractmethod
     def load(self, d: dict[str, Any], same_rule: bool) -> Any:
         """A device's state from ``dump``; with ``same_rule`` False (the rule's condition changed
         since) only what does not depend on it: the episode, a counter's total."""
-        raise NotImplementedError
 
     def seed_open(self, device: str) -> None:
-        raise NotImplementedError
+        """Mark the device's episode open (known from the outbox, no saved state). Only
+        episodic engines have one; the bank calls this for them alone."""
+        return None
 
     def is_open(self, device: str) -> bool:
         return False
@@ -431,8 +437,9 @@ class _PendingEngine(_EpisodeEngine):
         if s.quiet or s.cond != s.open:
             self._settle(s, t, changed, r, asset, r.value, out)
 
+    @abstractmethod
     def crossing_note(self, r: Reading) -> str:
-        raise NotImplementedError
+        """The log line for a reading that starts the rule's ``for`` wait."""
 
     def pending_since(self, device: str) -> int | None:
         s = self.states.get(device)
