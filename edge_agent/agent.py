@@ -27,7 +27,7 @@ from fieldloop.brokers import BrokerAddress, parse_broker_url
 from fieldloop.detection import DetectionFile
 from fieldloop.messages import COMM_RULE_ID, Ack, DeviceHealth
 from fieldloop.profiles import Site
-from fieldloop.tasks import raise_if_cancelled
+from fieldloop.tasks import stop_tasks
 from fieldloop.topics import Topics
 
 log = logging.getLogger("fieldloop.edge")
@@ -148,15 +148,23 @@ class EdgeAgent:
             self.outbox.count("event"),
             self.outbox.count("telemetry"),
         )
+        loop = asyncio.get_running_loop()
+        tasks = [
+            loop.create_task(self.uplink.run(), name="uplink"),
+            loop.create_task(self._flush_loop(), name="telemetry"),
+            loop.create_task(self._every(self.status_interval, self.save_status), name="status"),
+            loop.create_task(_supervised("mqtt devices", self.mqtt.run), name="mqtt-devices"),
+        ] + [
+            loop.create_task(_supervised(c.device.id, c.run), name=f"poll:{c.device.id}")
+            for c in self.modbus
+        ]
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.uplink.run(), name="uplink")
-                tg.create_task(self._flush_loop(), name="telemetry")
-                tg.create_task(self._every(self.status_interval, self.save_status))
-                tg.create_task(_supervised("mqtt devices", self.mqtt.run), name="mqtt-devices")
-                for c in self.modbus:
-                    tg.create_task(_supervised(c.device.id, c.run), name=f"poll:{c.device.id}")
+            # none of them ends by itself: a failure ends the agent, a stop request cancels it
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
         finally:
+            await stop_tasks(tasks)
             # a clean stop (SIGTERM, Ctrl-C) keeps what was read and where the detectors were
             await asyncio.shield(self._shutdown())
 
@@ -327,7 +335,6 @@ async def _supervised(name: str, job: Callable[[], Awaitable[None]]) -> None:
         except Exception:
             log.exception("%s failed unexpectedly; restarting it", name)
             await asyncio.sleep(backoff.next_delay())
-            raise_if_cancelled()
 
 
 def _chain(*fns: Callable[[Ack], None]) -> Callable[[Ack], None]:

@@ -82,7 +82,6 @@ class Uplink:
                     )
                     failing = True
                 await asyncio.sleep(delay)
-                raise_if_cancelled()
                 continue
             backoff.reset()
             failing = False

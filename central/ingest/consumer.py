@@ -1,9 +1,13 @@
-"""The MQTT consumer of edge events.
+"""The MQTT consumer of edge events and telemetry.
 
-Every delivery is treated as at-least-once: the event is committed (or found already committed)
+Every delivery is treated as at-least-once: the message is committed (or found already committed)
 before its ack is published, so an ack always means "central has it". A malformed message goes to
 the dead-letter table with the reason and the consumer carries on. If the database is down the
-event is not acked; the edge resends it later.
+message is not acked; the edge resends it later.
+
+Events are applied one at a time, in arrival order. Telemetry comes in bursts (one batch per
+device per flush): when a batch arrives, the messages already queued behind it are taken too and
+all their batches stored in one transaction, so a site's flush costs one commit, not hundreds.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -21,15 +25,20 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.ingest.events import IngestOutcome, dead_letter, ingest
-from central.ingest.telemetry import store_batch
+from central.ingest.telemetry import store_batches
 from fieldloop.backoff import Backoff
 from fieldloop.brokers import BrokerAddress, client_kwargs
 from fieldloop.messages import Ack, AckResult, Event, TelemetryBatch
+from fieldloop.tasks import raise_if_cancelled
 from fieldloop.topics import Topics
 
 log = logging.getLogger("fieldloop.central.ingest")
 
 MAX_PAYLOAD = 4 * 1024 * 1024  # a telemetry batch of 10,000 samples fits
+# A telemetry burst (stored in one transaction) takes at most this many queued messages, or stops
+# once this many payload bytes are in: a few hundred ms of work, bounded memory.
+MAX_BURST = 200
+MAX_BURST_BYTES = 4 * 1024 * 1024
 
 
 def _now() -> datetime:
@@ -54,13 +63,19 @@ class EventConsumer:
         client_id: str = "fieldloop-central",
         on_outcome: Callable[[Event, IngestOutcome], None] | None = None,
         clock: Callable[[], datetime] = _now,
+        max_burst: int = MAX_BURST,
     ) -> None:
+        if max_burst < 1:
+            raise ValueError(
+                f"max_burst must be at least 1 (1 = one message at a time), not {max_burst}"
+            )
         self.broker = broker
         self.sessions = sessions
         self.topics = topics or Topics()
         self.client_id = client_id
         self.on_outcome = on_outcome
         self.clock = clock
+        self.max_burst = max_burst
         self.connected = asyncio.Event()
         self.processed = 0
         self.telemetry_batches = 0
@@ -84,11 +99,17 @@ class EventConsumer:
                         self.topics.all_telemetry(),
                         self.broker,
                     )
+                    # A burst's acks are published together (see handle_telemetry).
+                    client.pending_calls_threshold = self.max_burst + 10
                     self.connected.set()
                     backoff.reset()
                     failing = False
                     async for message in client.messages:
-                        await self.handle(client, str(message.topic), bytes(message.payload))  # type: ignore[arg-type]
+                        raise_if_cancelled()
+                        burst = [_raw(message)]
+                        if self.topics.leaf_of(burst[0][0]) == "telemetry":
+                            burst += await self._queued(client, len(burst[0][1]))
+                        await self.handle(client, burst)
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
                 if not failing:
@@ -96,10 +117,26 @@ class EventConsumer:
                     failing = True
                 await asyncio.sleep(backoff.next_delay())
 
-    async def handle(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
-        if self.topics.leaf_of(topic) == "telemetry":
-            await self.handle_telemetry(client, topic, payload)
-            return
+    async def _queued(self, client: aiomqtt.Client, size: int) -> list[tuple[str, bytes]]:
+        """The messages already waiting on the client, up to the burst caps, without waiting for
+        more: a burst is what piled up while the previous one was stored, never a delay."""
+        taken: list[tuple[str, bytes]] = []
+        while len(client.messages) and len(taken) + 1 < self.max_burst and size < MAX_BURST_BYTES:
+            taken.append(_raw(await anext(client.messages)))  # queued: returns at once
+            size += len(taken[-1][1])
+        return taken
+
+    async def handle(self, client: aiomqtt.Client, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Messages (topic, payload) in arrival order: events one at a time in that order, the
+        telemetry batches together in one transaction."""
+        telemetry, events = split_burst(self.topics, messages)
+        # Events first: a ticket is what someone is waiting for; telemetry acks can wait a moment.
+        for topic, payload in events:
+            await self.handle_event(client, topic, payload)
+        if telemetry:
+            await self.handle_telemetry(client, telemetry)
+
+    async def handle_event(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
         received = self.clock()
         site = self.topics.site_of(topic)
         event, reason = _parse_as(Event, site, payload)
@@ -116,45 +153,46 @@ class EventConsumer:
         self.processed += 1
         if self.on_outcome:
             self.on_outcome(event, outcome)
-        ack = Ack(
-            site=event.site,
-            acked_id=event.id,
-            device=event.device,
-            asset=event.asset,
-            rule_id=event.rule_id,
-            seq=event.seq,
-            event_time=event.event_time,
-            time=self.clock(),
-            result=outcome.result,
-            ticket_id=outcome.ticket_id,
-        )
+        ack = ack_for(event, outcome.result, self.clock(), outcome.ticket_id)
         await client.publish(self.topics.ack(event.site), ack.to_json(), qos=1)
 
-    async def handle_telemetry(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+    async def handle_telemetry(
+        self, client: aiomqtt.Client, messages: Sequence[tuple[str, bytes]]
+    ) -> None:
         received = self.clock()
-        site = self.topics.site_of(topic)
-        batch, reason = _parse_as(TelemetryBatch, site, payload)
-        if batch is None:
-            await self._reject(client, topic, site, payload, reason, received)
+        batches: list[TelemetryBatch] = []
+        for topic, payload in messages:
+            site = self.topics.site_of(topic)
+            batch, reason = _parse_as(TelemetryBatch, site, payload)
+            if batch is None:
+                await self._reject(client, topic, site, payload, reason, received)
+            else:
+                batches.append(batch)
+        if not batches:
             return
         try:
-            result = await asyncio.to_thread(store_batch, self.sessions, batch, received)
+            results = await asyncio.to_thread(store_batches, self.sessions, batches, received)
         except SQLAlchemyError as exc:
-            log.error("could not store telemetry %s (%s); the edge will resend it", batch.id, exc)
+            # None of them acked: the edge resends them all, and the ids make that harmless.
+            log.error(
+                "could not store %d telemetry batch(es) (first %s): %s; the edge will resend them",
+                len(batches),
+                batches[0].id,
+                exc,
+            )
             await asyncio.sleep(1.0)
             return
-        self.telemetry_batches += 1
-        ack = Ack(
-            site=batch.site,
-            acked_id=batch.id,
-            device=batch.device,
-            asset=batch.asset,
-            seq=batch.seq,
-            event_time=batch.event_time,
-            time=self.clock(),
-            result=result,
+        self.telemetry_batches += len(batches)
+        now = self.clock()
+        acks = [ack_for(b, result, now) for b, result in zip(batches, results, strict=True)]
+        # All in flight at once: one by one, each would wait a round trip for its PUBACK.
+        sent = await asyncio.gather(
+            *(client.publish(self.topics.ack(a.site), a.to_json(), qos=1) for a in acks),
+            return_exceptions=True,
         )
-        await client.publish(self.topics.ack(batch.site), ack.to_json(), qos=1)
+        for outcome in sent:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _reject(
         self,
@@ -200,6 +238,44 @@ class EventConsumer:
 
 
 M = TypeVar("M", Event, TelemetryBatch)
+
+
+def ack_for(
+    message: Event | TelemetryBatch,
+    result: AckResult,
+    time: datetime,
+    ticket_id: int | None = None,
+) -> Ack:
+    """The ack of a stored event or telemetry batch, echoing what identifies it for tracing
+    (a telemetry ack carries no rule id: a batch is not the product of one rule)."""
+    return Ack(
+        site=message.site,
+        acked_id=message.id,
+        device=message.device,
+        asset=message.asset,
+        rule_id=message.rule_id if isinstance(message, Event) else None,
+        seq=message.seq,
+        event_time=message.event_time,
+        time=time,
+        result=result,
+        ticket_id=ticket_id,
+    )
+
+
+def split_burst(
+    topics: Topics, messages: Sequence[tuple[str, bytes]]
+) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+    """(telemetry, everything else) of ``messages``, each in arrival order. Anything that is not
+    telemetry takes the event path, which dead-letters what is not an event either."""
+    telemetry: list[tuple[str, bytes]] = []
+    events: list[tuple[str, bytes]] = []
+    for topic, payload in messages:
+        (telemetry if topics.leaf_of(topic) == "telemetry" else events).append((topic, payload))
+    return telemetry, events
+
+
+def _raw(message: aiomqtt.Message) -> tuple[str, bytes]:
+    return str(message.topic), bytes(message.payload)  # type: ignore[arg-type]
 
 
 def _parse_as(model: type[M], site: str | None, payload: bytes) -> tuple[M | None, str]:

@@ -117,6 +117,10 @@ async def test_writes_are_refused_unless_the_site_file_allows_them(tmp_path: Pat
         assert rr.registers == [550]  # 55.0 % at scale 0.1
 
 
+def _online(status: Path) -> bool:
+    return status.exists() and json.loads(status.read_text())["online"]
+
+
 async def test_sigterm_under_heavy_polling_always_stops_cleanly(
     mosquitto: str, topics: Topics, tmp_path: Path
 ) -> None:
@@ -145,7 +149,7 @@ async def test_sigterm_under_heavy_polling_always_stops_cleanly(
             )  # fmt: skip
 
             async def polling(status: Path = status) -> bool:
-                return status.exists() and json.loads(status.read_text())["online"]
+                return await asyncio.to_thread(_online, status)
 
             await eventually(polling, within=20, what="the agent to poll")
             await asyncio.sleep(wait)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from fieldloop.tasks import raise_if_cancelled
+import pytest
+
+from fieldloop.tasks import raise_if_cancelled, stop_tasks
 
 
 async def test_a_cancellation_swallowed_by_wait_for_still_stops_the_loop() -> None:
@@ -41,3 +43,38 @@ async def test_a_task_not_asked_to_stop_goes_on() -> None:
         return "ok"
 
     assert await asyncio.create_task(once()) == "ok"
+
+
+async def test_stop_tasks_asks_again_a_task_that_lost_its_stop_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lost = 0
+
+    async def deaf() -> None:  # loses its first cancellation, as wait_for on 3.11 can
+        nonlocal lost
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if lost:
+                    raise
+                lost += 1
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    async def polite() -> None:
+        await asyncio.sleep(3600)
+
+    tasks = [asyncio.create_task(deaf(), name="deaf"), asyncio.create_task(polite())]
+    await asyncio.wait_for(stop_tasks(tasks, grace=0.05), timeout=2)
+    assert all(t.cancelled() for t in tasks) and lost == 1
+    assert "task deaf ignored a stop request" in caplog.text
+
+
+async def test_stop_tasks_reports_a_task_that_had_failed(caplog: pytest.LogCaptureFixture) -> None:
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    task = asyncio.create_task(broken(), name="broken")
+    await asyncio.sleep(0)
+    await stop_tasks([task])
+    assert "task broken had failed" in caplog.text
