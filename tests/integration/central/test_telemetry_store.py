@@ -37,14 +37,23 @@ def make_batch(device: str, seq: int, samples: int = 3) -> TelemetryBatch:
     )
 
 
-@pytest.fixture
-def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(db_url)
+def _sessions(url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(url)
     migrate(engine)
     try:
         yield session_factory(engine)
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    yield from _sessions(db_url)
+
+
+@pytest.fixture
+def pg_sessions(pg_url: str) -> Iterator[sessionmaker[Session]]:
+    yield from _sessions(pg_url)
 
 
 def samples_by_batch(sessions: sessionmaker[Session]) -> dict[str, int]:
@@ -88,10 +97,11 @@ def test_a_whole_call_of_known_ids_stores_nothing(sessions: sessionmaker[Session
 
 
 def test_an_id_stored_by_another_replica_meanwhile_falls_back_to_one_by_one(
-    db_url: str, sessions: sessionmaker[Session]
+    pg_url: str, pg_sessions: sessionmaker[Session]
 ) -> None:
-    if db_url.startswith("sqlite"):
-        pytest.skip("SQLite takes the write lock at BEGIN (one writer): this race cannot happen")
+    """PostgreSQL only: SQLite takes its one write lock at BEGIN, so no replica can get in
+    between (and central replicas share PostgreSQL, never a SQLite file)."""
+    sessions, db_url = pg_sessions, pg_url
     first, raced, last = make_batch("d1", 1), make_batch("d2", 1), make_batch("d3", 1)
     replica = make_engine(db_url)
     ours = sessions.kw["bind"]
