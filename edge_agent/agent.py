@@ -33,7 +33,10 @@ from fieldloop.topics import Topics
 log = logging.getLogger("fieldloop.edge")
 
 STATUS_FILE = "status.json"
-FLUSH_SLICES = 10  # telemetry flushes per telemetry_interval, each for a slice of the devices
+# Telemetry is flushed in up to FLUSH_SLICES slices per telemetry_interval, each of at least
+# SLICE_DEVICES devices: a small site flushes once (one fsync), a large one never all at once.
+FLUSH_SLICES = 10
+SLICE_DEVICES = 50
 
 
 class ConfigMismatch(ValueError):
@@ -266,12 +269,12 @@ class EdgeAgent:
             log.info("central %s message %s %s", ack.result, ack.acked_id, ack.reason or "")
 
     async def _flush_loop(self) -> None:
-        """Every device's telemetry leaves once per ``telemetry_interval``, but in slices: a
-        tenth of the devices every tenth of the interval. Devices poll in phase, so flushing
-        them all at once would hold the event loop for tens of milliseconds on a large site,
-        and every poll due meanwhile would start late."""
+        """Every device's telemetry leaves once per ``telemetry_interval``; on a large site in
+        slices (a tenth of the devices every tenth of the interval), because encoding and
+        storing hundreds of batches at once holds the event loop for tens of milliseconds, and
+        every poll due meanwhile would start late."""
         devices = [d.id for d in self.site.spec.devices]
-        n = max(1, min(FLUSH_SLICES, len(devices)))
+        n = max(1, min(FLUSH_SLICES, len(devices) // SLICE_DEVICES))
         slices = [devices[i::n] for i in range(n)]
         for k in itertools.cycle(range(n)):
             await asyncio.sleep(self.telemetry_interval / n)
