@@ -30,6 +30,7 @@ test: $(STAMP) services
 bench: $(STAMP) services
 	$(BIN)/python bench/ticket_latency.py
 	$(BIN)/python bench/edge_throughput.py
+	$(BIN)/python bench/central_ingest.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
