@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the real services the test suite uses are installed and running:
-# Mosquitto on 127.0.0.1:1883 and PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`).
+# Mosquitto on 127.0.0.1:1883 and PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`),
+# and the `mbpoll` Modbus client the simulator tests run against the simulator.
 set -euo pipefail
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -9,6 +10,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto mosquitto-clients)
 command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
+command -v mbpoll >/dev/null 2>&1 || missing+=(mbpoll)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (needed by the integration tests)"
   as_root apt-get update -qq

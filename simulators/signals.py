@@ -7,6 +7,7 @@ whatever the poll timing.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -101,3 +102,117 @@ class DriftHoldRecover:
         up = self.start + self.ramp * frac
         down = self.start + self.ramp + self.hold + self.recover * (1 - frac)
         return up, down
+
+
+def _window(t: float, start: float, end: float | None) -> bool:
+    return start <= t and (end is None or t < end)
+
+
+@dataclass(frozen=True)
+class Sine:
+    """A daily cycle (or any ``period``): ``mean`` +- ``amplitude``, peaking at ``phase`` +
+    period / 4."""
+
+    mean: float
+    amplitude: float
+    period: float = 86400.0
+    phase: float = 0.0
+    jitter: float = 0.0
+
+    def value(self, t: float, seed: int, name: str) -> float:
+        angle = 2 * math.pi * (t - self.phase) / self.period
+        return self.mean + self.amplitude * math.sin(angle) + noise(seed, name, t, self.jitter)
+
+
+@dataclass(frozen=True)
+class Ramp:
+    """A drift: ``start_value`` until ``start``, then ``by`` more spread evenly over ``over``
+    seconds, then stays there (bearing wear: vibration rising over days)."""
+
+    start_value: float
+    by: float
+    over: float
+    start: float = 0.0
+    jitter: float = 0.0
+
+    def value(self, t: float, seed: int, name: str) -> float:
+        done = min(1.0, max(0.0, (t - self.start) / self.over)) if self.over > 0 else 1.0
+        return self.start_value + self.by * done + noise(seed, name, t, self.jitter)
+
+
+@dataclass(frozen=True)
+class Step:
+    before: float
+    after: float
+    at: float
+    jitter: float = 0.0
+
+    def value(self, t: float, seed: int, name: str) -> float:
+        level = self.after if t >= self.at else self.before
+        return level + noise(seed, name, t, self.jitter)
+
+
+@dataclass(frozen=True)
+class Spike:
+    """``base``, with ``peak`` for ``width`` seconds from ``at``."""
+
+    base: float
+    peak: float
+    at: float
+    width: float
+    jitter: float = 0.0
+
+    def value(self, t: float, seed: int, name: str) -> float:
+        level = self.peak if _window(t, self.at, self.at + self.width) else self.base
+        return level + noise(seed, name, t, self.jitter)
+
+
+@dataclass(frozen=True)
+class Flapping:
+    """Between ``start`` and ``end``, alternates ``around`` + ``amplitude`` and ``around`` -
+    ``amplitude`` every ``every`` seconds (79.9 / 80.1 around a threshold of 80); ``around``
+    otherwise."""
+
+    around: float
+    amplitude: float
+    every: float
+    start: float = 0.0
+    end: float | None = None
+    jitter: float = 0.0
+
+    def value(self, t: float, seed: int, name: str) -> float:
+        if not _window(t, self.start, self.end):
+            return self.around + noise(seed, name, t, self.jitter)
+        up = int((t - self.start) // self.every) % 2 == 0
+        level = self.around + (self.amplitude if up else -self.amplitude)
+        return level + noise(seed, name, t, self.jitter)
+
+
+@dataclass(frozen=True)
+class ResettingCounter:
+    """A counter growing at ``rate`` per second from ``start``, reset to zero at ``reset_at``
+    (a replaced controller, a counter rollover), growing again after."""
+
+    start: float
+    rate: float
+    reset_at: float
+
+    def value(self, t: float, seed: int, name: str) -> float:
+        t = max(t, 0.0)
+        if t < self.reset_at:
+            return self.start + self.rate * t
+        return self.rate * (t - self.reset_at)
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """``inner``, frozen at its value of ``start`` until ``end``: a sensor that stopped moving."""
+
+    inner: Signal
+    start: float
+    end: float | None = None
+
+    def value(self, t: float, seed: int, name: str) -> float:
+        if _window(t, self.start, self.end):
+            t = self.start
+        return self.inner.value(t, seed, name)

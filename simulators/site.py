@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 
 from fieldloop.profiles import Site
 from simulators.modbus_server import ModbusSimulator, SimulatedDevice
+from simulators.scenario_file import bind
 from simulators.scenarios import BUILTIN, Scenario
 
 
@@ -17,10 +19,13 @@ def build_site_simulators(
     seed: int = 0,
     speed: float = 1.0,
 ) -> list[ModbusSimulator]:
+    if isinstance(scenario, str) and scenario.endswith((".yaml", ".yml")):
+        scenario = bind(Path(scenario), site)
     if isinstance(scenario, str):
         if scenario not in BUILTIN:
             raise ValueError(
-                f"unknown scenario {scenario!r}; built-in scenarios: {', '.join(sorted(BUILTIN))}"
+                f"unknown scenario {scenario!r}; built-in scenarios: "
+                f"{', '.join(sorted(BUILTIN))}, or a scenario file (.yaml)"
             )
         make = BUILTIN[scenario]
     else:

@@ -1,0 +1,275 @@
+"""Scenario files (YAML): what each simulated device's resources do over scenario time, and the
+ground truth of every fault a scenario injects.
+
+    apiVersion: fieldloop/v1
+    kind: Scenario
+    name: chiller_overheat
+    profiles:                      # every device of the profile, unless the device says otherwise
+      chiller:
+        supply_water_temp: {type: constant, value: 7, noise: 0.2}
+    devices:
+      chiller-1:
+        discharge_temp: {type: drift_hold_recover, base: 80, peak: 100, start: 3s, ramp: 8s,
+                         hold: 12s, recover: 4s}
+
+Loaded strictly like every FieldLoop file (unknown keys, bad values: file:line:col with a fix);
+``bind`` then checks the file against a site: every device and resource it names must exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from fieldloop.durations import parse_duration
+from fieldloop.profiles import Site
+from fieldloop.yamlfile import FileError, FileProblem, parse_yaml, position, validate
+from simulators import signals
+from simulators.scenarios import InjectedFault, Scenario
+
+
+def _duration(v: object) -> float:
+    if not isinstance(v, str | int | float):
+        raise ValueError("a duration is a number of seconds or text like 30s, 5m, 2h")
+    return parse_duration(v)
+
+
+#: seconds of scenario time, written as 90s, 5m, 2h, 3d or a number
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
+
+
+class Window(_Strict):
+    """From ``from`` to ``to`` seconds of scenario time (``to`` absent: until the end)."""
+
+    from_: Duration = Field(alias="from")
+    to: Duration | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.to is not None and self.to <= self.from_:
+            raise ValueError(f"to ({self.to:g}s) must come after from ({self.from_:g}s)")
+        return self
+
+
+class _Signal(_Strict):
+    noise: float = Field(0.0, ge=0, description="+- this much, deterministic for a seed")
+    stuck: Window | None = Field(None, description="the value freezes in this window")
+
+    def build(self) -> signals.Signal:
+        raise TypeError(type(self).__name__)  # every concrete spec overrides it
+
+    def faults(self) -> list[tuple[str, float, float | None]]:
+        """(kind, start, end) of what this signal injects, for the ground truth."""
+        return []
+
+    def signal(self) -> signals.Signal:
+        s = self.build()
+        return s if self.stuck is None else signals.Stuck(s, self.stuck.from_, self.stuck.to)
+
+    def truth(self) -> list[tuple[str, float, float | None]]:
+        stuck = [] if self.stuck is None else [("stuck", self.stuck.from_, self.stuck.to)]
+        return self.faults() + stuck
+
+
+class ConstantSpec(_Signal):
+    type: Literal["constant"]
+    value: float
+
+    def build(self) -> signals.Signal:
+        return signals.Constant(self.value, jitter=self.noise)
+
+
+class SineSpec(_Signal):
+    type: Literal["sine"]
+    mean: float
+    amplitude: float
+    period: Duration = Field(86400.0, description="default one day")
+    phase: Duration = 0.0
+
+    @field_validator("period")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("period must be longer than 0s")
+        return v
+
+    def build(self) -> signals.Signal:
+        return signals.Sine(self.mean, self.amplitude, self.period, self.phase, self.noise)
+
+
+class RampSpec(_Signal):
+    type: Literal["ramp"]
+    from_: float = Field(alias="from")
+    by: float
+    over: Duration
+    start: Duration = 0.0
+
+    def build(self) -> signals.Signal:
+        return signals.Ramp(self.from_, self.by, self.over, self.start, self.noise)
+
+    def faults(self) -> list[tuple[str, float, float | None]]:
+        return [("drift", self.start, self.start + self.over)]
+
+
+class StepSpec(_Signal):
+    type: Literal["step"]
+    before: float
+    after: float
+    at: Duration
+
+    def build(self) -> signals.Signal:
+        return signals.Step(self.before, self.after, self.at, self.noise)
+
+    def faults(self) -> list[tuple[str, float, float | None]]:
+        return [("step", self.at, None)]
+
+
+class SpikeSpec(_Signal):
+    type: Literal["spike"]
+    base: float
+    peak: float
+    at: Duration
+    width: Duration
+
+    def build(self) -> signals.Signal:
+        return signals.Spike(self.base, self.peak, self.at, self.width, self.noise)
+
+    def faults(self) -> list[tuple[str, float, float | None]]:
+        return [("spike", self.at, self.at + self.width)]
+
+
+class FlappingSpec(_Signal):
+    type: Literal["flapping"]
+    around: float
+    amplitude: float
+    every: Duration
+    start: Duration = 0.0
+    end: Duration | None = None
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("every must be longer than 0s")
+        return v
+
+    def build(self) -> signals.Signal:
+        return signals.Flapping(
+            self.around, self.amplitude, self.every, self.start, self.end, self.noise
+        )
+
+    def faults(self) -> list[tuple[str, float, float | None]]:
+        return [("flapping", self.start, self.end)]
+
+
+class CounterSpec(_Signal):
+    type: Literal["counter"]
+    start: float = 0.0
+    per_hour: float = Field(1.0, description="growth per hour of scenario time (run hours: 1)")
+    reset_at: Duration | None = None
+
+    def build(self) -> signals.Signal:
+        rate = self.per_hour / 3600
+        if self.reset_at is None:
+            return signals.Counter(self.start, rate)
+        return signals.ResettingCounter(self.start, rate, self.reset_at)
+
+    def faults(self) -> list[tuple[str, float, float | None]]:
+        return [] if self.reset_at is None else [("counter_reset", self.reset_at, self.reset_at)]
+
+
+class DriftHoldRecoverSpec(_Signal):
+    type: Literal["drift_hold_recover"]
+    base: float
+    peak: float
+    start: Duration = 0.0
+    ramp: Duration
+    hold: Duration
+    recover: Duration
+
+    def build(self) -> signals.Signal:
+        return signals.DriftHoldRecover(
+            self.base, self.peak, self.start, self.ramp, self.hold, self.recover,
+            jitter=self.noise,
+        )  # fmt: skip
+
+    def faults(self) -> list[tuple[str, float, float | None]]:
+        end = self.start + self.ramp + self.hold + self.recover
+        return [("drift_hold_recover", self.start, end)]
+
+
+SignalSpec = Annotated[
+    ConstantSpec | SineSpec | RampSpec | StepSpec | SpikeSpec | FlappingSpec | CounterSpec
+    | DriftHoldRecoverSpec,
+    Field(discriminator="type"),
+]  # fmt: skip
+Resources = dict[str, SignalSpec]
+
+
+class ScenarioFile(_Strict):
+    api_version: Literal["fieldloop/v1"] = Field(alias="apiVersion")
+    kind: Literal["Scenario"]
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    profiles: dict[str, Resources] = Field(default_factory=dict)
+    devices: dict[str, Resources] = Field(default_factory=dict)
+
+
+def load_scenario_file(path: Path) -> tuple[ScenarioFile, Any]:
+    """The validated file and its parsed YAML (for positions when it is bound to a site)."""
+    data = parse_yaml(path)
+    return validate(path, data, ScenarioFile), data
+
+
+def bind(path: Path, site: Site) -> Callable[[str], Scenario]:
+    """The scenario of each device of ``site``, as ``build_site_simulators`` wants it. Raises
+    FileError naming every device, profile or resource the file names that the site lacks."""
+    spec, data = load_scenario_file(path)
+    problems: list[FileProblem] = []
+    by_id = {d.id: d for d in site.spec.devices}
+
+    def problem(loc: tuple[str | int, ...], message: str) -> None:
+        line, col = position(data, loc)
+        problems.append(FileProblem(str(path), line, col, message))
+
+    def check(loc: tuple[str, str], profile: str, resources: Resources) -> None:
+        names = [r.name for r in site.profiles[profile].resources]
+        for name in resources:
+            if name not in names:
+                problem((*loc, name), f"profile {profile!r} has no resource {name!r} "
+                        f"(it has: {', '.join(names)})")  # fmt: skip
+
+    for profile, resources in spec.profiles.items():
+        if profile not in site.profiles:
+            problem(("profiles", profile), f"the site has no device with profile {profile!r} "
+                    f"(its profiles: {', '.join(sorted(site.profiles))})")  # fmt: skip
+        else:
+            check(("profiles", profile), profile, resources)
+    for device, resources in spec.devices.items():
+        if device not in by_id:
+            problem(("devices", device), f"the site has no device {device!r} "
+                    f"(its devices: {', '.join(sorted(by_id))})")  # fmt: skip
+        else:
+            check(("devices", device), by_id[device].profile, resources)
+    if problems:
+        raise FileError(problems)
+
+    def scenario(device: str) -> Scenario:
+        specs = {**spec.profiles.get(by_id[device].profile, {}), **spec.devices.get(device, {})}
+        faults = tuple(
+            InjectedFault(device, resource, kind, start, end)
+            for resource, s in specs.items()
+            for kind, start, end in s.truth()
+        )
+        return Scenario(spec.name, {r: s.signal() for r, s in specs.items()}, faults)
+
+    return scenario
