@@ -18,6 +18,7 @@ Loaded strictly like every FieldLoop file (unknown keys, bad values: file:line:c
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -64,8 +65,9 @@ class _Signal(_Strict):
     noise: float = Field(0.0, ge=0, description="+- this much, deterministic for a seed")
     stuck: Window | None = Field(None, description="the value freezes in this window")
 
+    @abstractmethod
     def build(self) -> signals.Signal:
-        raise TypeError(type(self).__name__)  # every concrete spec overrides it
+        """The signal this spec describes (without the stuck window)."""
 
     def faults(self) -> list[tuple[str, float, float | None]]:
         """(kind, start, end) of what this signal injects, for the ground truth."""
