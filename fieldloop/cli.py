@@ -116,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="serve a site's devices from their profiles")
     _flag(sim, "--site", "SITE", None, "site file whose devices to simulate")
-    _flag(sim, "--scenario", "SCENARIO", "normal", "scenario name")
+    _flag(
+        sim, "--scenario", "SCENARIO", "normal",
+        "a shipped scenario's name (see scenarios/) or a scenario file (.yaml)",
+    )  # fmt: skip
+    _flag(sim, "--truth", "TRUTH", None, "write the injected faults here (JSON Lines)")
     _flag(sim, "--seed", "SEED", "0", "noise seed", type=int)
     _flag(sim, "--speed", "SPEED", "1", "scenario seconds per wall second", type=_positive)
 
@@ -202,20 +206,19 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from fieldloop.profiles import load_site
-    from simulators.site import build_site_simulators
+    from simulators.site import SiteSimulation
 
     site = load_site(Path(_need(args.site, "--site", "SITE")))
-    sims = build_site_simulators(site, args.scenario, seed=args.seed, speed=args.speed)
+    truth = Path(args.truth) if args.truth else None
+    sim = SiteSimulation(site, args.scenario, seed=args.seed, speed=args.speed, truth=truth)
 
     async def serve() -> None:
-        try:
-            for s in sims:
-                await s.start()
+        async with sim:
+            for s in sim.modbus:
                 print(f"serving {len(s.devices)} device(s) on {s.host}:{s.port}", flush=True)
+            if truth is not None:
+                print(f"ground truth of the injected faults: {truth}", flush=True)
             await asyncio.Event().wait()
-        finally:
-            for s in sims:
-                await s.stop()
 
     asyncio.run(serve())
     return 0

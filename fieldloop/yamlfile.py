@@ -116,6 +116,7 @@ def _resolve(model: type[BaseModel], loc: Sequence[str | int]) -> _Resolved:
     out: list[str | int] = []
     current: type[BaseModel] | None = model
     union: tuple[str, dict[str, type[BaseModel]]] | None = None
+    values: Any = None  # a mapping's value type: the next key is a name of the user's, not a field
     for key in loc:
         if union is not None and isinstance(key, str) and key in union[1]:
             current, union = union[1][key], None
@@ -123,13 +124,26 @@ def _resolve(model: type[BaseModel], loc: Sequence[str | int]) -> _Resolved:
         out.append(key)
         if isinstance(key, int):
             continue
-        fields = getattr(current, "model_fields", None) or {}
-        match = next((f for n, f in fields.items() if (f.alias or n) == key), None)
-        if match is None:
-            current, union = None, None
+        if values is not None:
+            annotation, values = values, None
+        else:
+            fields = getattr(current, "model_fields", None) or {}
+            match = next((f for n, f in fields.items() if (f.alias or n) == key), None)
+            if match is None:
+                current, union = None, None
+                continue
+            annotation = match.annotation
+            if get_origin(annotation) is dict:
+                values, current, union = get_args(annotation)[1], None, None
+                continue
+            union = _tagged_union(annotation, match.discriminator)
+            current = None if union else _inner_model(annotation)
             continue
-        union = _tagged_union(match.annotation, match.discriminator)
-        current = None if union else _inner_model(match.annotation)
+        if get_origin(annotation) is dict:
+            values, current, union = get_args(annotation)[1], None, None
+            continue
+        union = _tagged_union(annotation)
+        current = None if union else _inner_model(annotation)
     return _Resolved(out, current, union)
 
 

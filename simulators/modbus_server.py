@@ -20,7 +20,8 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from fieldloop.net import ensure_port_free, wait_listening
 from fieldloop.profiles import DeviceProfile, Resource, Table
-from fieldloop.registers import decode, encode, to_engineering, to_raw
+from fieldloop.registers import Order, decode, encode, to_engineering, to_raw
+from simulators.faults import behaviour
 from simulators.scenarios import Scenario
 
 log = logging.getLogger("fieldloop.simulator")
@@ -52,6 +53,8 @@ class SimulatedDevice:
     overrides: dict[str, float] = field(default_factory=dict)
     #: seconds each answer is held back (a slow device, or one behind a busy serial gateway)
     response_delay: float = 0.0
+    #: set by the simulator serving the device: cut its port's connections (drop_connection)
+    drop_connections: Callable[[], None] | None = None
     started_at: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -68,6 +71,10 @@ class SimulatedDevice:
             )
         self.started_at = self.clock()
         self._stopping = asyncio.Event()
+
+    def restart_clock(self) -> None:
+        """Scenario time 0 is now (when the whole site is up, not when this device was made)."""
+        self.started_at = self.clock()
 
     def scenario_time(self) -> float:
         return (self.clock() - self.started_at) * self.speed
@@ -119,15 +126,26 @@ class SimulatedDevice:
         table = _FC_TABLE.get(function_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
-        if self.response_delay:
-            # held back, but released at once when the simulator stops (no stray handlers)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.response_delay)
+        now = self.scenario_time()
+        act = behaviour(self.scenario.device_faults, now)
+        if act.silent:
+            # no answer while the device is gone; what is still held when it returns gets the
+            # gateway's "target did not respond" (its client gave up long before)
+            await self._hold(self._silent_for(now))
+            return ExcCodes.GATEWAY_NO_RESPONSE
+        if act.drop and self.drop_connections is not None:
+            self.drop_connections()
+            return None
+        delay = max(self.response_delay, act.delay / self.speed)
+        if delay:
+            await self._hold(delay)
+        if act.exception is not None:
+            return _exception(act.exception)
         if set_values is not None:
             # A write sticks, as on a device: the written value overrides the scenario.
             self._apply_write(table, address, list(set_values))
             return None
-        t = self.scenario_time()
+        t = now
         for r in self.profile.resources:
             if r.table is not table:
                 continue
@@ -142,11 +160,32 @@ class SimulatedDevice:
             raw = to_raw(value, r.scale, r.offset)
             if not math.isfinite(raw):
                 continue
-            words = encode(raw, r.type, r.byte_order, r.word_order, r.length)
+            if act.swapped:  # another firmware's order: both swaps undone, values garbage
+                words = encode(raw, r.type, _flip(r.byte_order), _flip(r.word_order), r.length)
+            else:
+                words = encode(raw, r.type, r.byte_order, r.word_order, r.length)
             i = r.address - start_address
             if i >= 0 and i + len(words) <= len(registers):
                 registers[i : i + len(words)] = words
         return None
+
+    async def _hold(self, seconds: float | None) -> None:
+        """Wait ``seconds`` (None: until the simulator stops), released at once by a stop so no
+        handler outlives the server."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _silent_for(self, now: float) -> float | None:
+        """Wall seconds until no comm_loss fault covers the device any more (None: never)."""
+        t = now
+        while True:
+            ends = [f.end for f in self.scenario.device_faults
+                    if f.kind == "comm_loss" and f.active(t)]  # fmt: skip
+            if not ends:
+                return (t - now) / self.speed
+            if None in ends:
+                return None
+            t = max(e for e in ends if e is not None)
 
     def _apply_write(self, table: Table, address: int, values: list[int] | list[bool]) -> None:
         end = address + len(values)
@@ -160,6 +199,21 @@ class SimulatedDevice:
                 raw = decode(list(values[i : i + r.count]), r.type, r.byte_order, r.word_order)  # type: ignore[arg-type]
                 if not isinstance(raw, str):
                     self.overrides[r.name] = to_engineering(raw, r.scale, r.offset)
+
+
+def _flip(order: Order) -> Order:
+    return Order.little if order is Order.big else Order.big
+
+
+def _exception(code: int) -> ExcCodes:
+    try:
+        return ExcCodes(code)
+    except ValueError:  # a code pymodbus has no name for: the generic device failure
+        return ExcCodes.DEVICE_FAILURE
+
+
+#: half an MBAP header: what a client reads before a gateway's connection goes dead
+_TORN_FRAME = b"\x00\x01\x00"
 
 
 class ModbusSimulator:
@@ -176,6 +230,19 @@ class ModbusSimulator:
         self.host = host
         self.port = port
         self._server: ModbusTcpServer | None = None
+        for d in devices:
+            d.drop_connections = self._drop_connections
+
+    def _drop_connections(self) -> None:
+        """Cut every client connection mid-frame, as a rebooting gateway does."""
+        if self._server is None:
+            return
+        for conn in list(self._server.active_connections.values()):
+            transport = conn.transport
+            if transport is not None:
+                with contextlib.suppress(Exception):
+                    transport.write(_TORN_FRAME)
+                transport.abort()
 
     async def start(self) -> None:
         await ensure_port_free(self.host, self.port, "change the port in the site file")

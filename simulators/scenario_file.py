@@ -6,11 +6,17 @@ ground truth of every fault a scenario injects.
     name: chiller_overheat
     profiles:                      # every device of the profile, unless the device says otherwise
       chiller:
-        supply_water_temp: {type: constant, value: 7, noise: 0.2}
+        signals:
+          supply_water_temp: {type: constant, value: 7, noise: 0.2}
     devices:
       chiller-1:
-        discharge_temp: {type: drift_hold_recover, base: 80, peak: 100, start: 3s, ramp: 8s,
-                         hold: 12s, recover: 4s}
+        signals:
+          discharge_temp: {type: drift_hold_recover, base: 80, peak: 100, start: 3s, ramp: 8s,
+                           hold: 12s, recover: 4s}
+        faults:
+          - {kind: comm_loss, from: 2m, to: 3m}
+    site_faults:                   # every device of the site: a power blip
+      - {kind: comm_loss, from: 10m, to: 620s}
 
 Loaded strictly like every FieldLoop file (unknown keys, bad values: file:line:col with a fix);
 ``bind`` then checks the file against a site: every device and resource it names must exist.
@@ -29,6 +35,7 @@ from fieldloop.durations import parse_duration
 from fieldloop.profiles import Site
 from fieldloop.yamlfile import FileError, FileProblem, parse_yaml, position, validate
 from simulators import signals
+from simulators.faults import DeviceFault
 from simulators.scenarios import InjectedFault, Scenario
 
 
@@ -217,13 +224,62 @@ SignalSpec = Annotated[
 Resources = dict[str, SignalSpec]
 
 
+class _Fault(Window):
+    def fault(self) -> DeviceFault:
+        return DeviceFault(self.kind, self.from_, self.to)  # type: ignore[attr-defined]
+
+
+class CommLossSpec(_Fault):
+    kind: Literal["comm_loss"]
+
+
+class WrongOrderSpec(_Fault):
+    kind: Literal["wrong_order"]
+
+
+class DropConnectionSpec(_Fault):
+    kind: Literal["drop_connection"]
+
+
+class MalformedSpec(_Fault):
+    kind: Literal["malformed"]
+
+
+class SlowSpec(_Fault):
+    kind: Literal["slow"]
+    delay: Duration
+
+    def fault(self) -> DeviceFault:
+        return DeviceFault("slow", self.from_, self.to, delay=self.delay)
+
+
+class ExceptionSpec(_Fault):
+    kind: Literal["exception"]
+    code: int = Field(ge=1, le=255, description="Modbus exception code: 4 device failure, ...")
+
+    def fault(self) -> DeviceFault:
+        return DeviceFault("exception", self.from_, self.to, code=self.code)
+
+
+FaultSpec = Annotated[
+    CommLossSpec | SlowSpec | ExceptionSpec | WrongOrderSpec | DropConnectionSpec | MalformedSpec,
+    Field(discriminator="kind"),
+]
+
+
+class DeviceSpec(_Strict):
+    signals: Resources = Field(default_factory=dict)
+    faults: list[FaultSpec] = Field(default_factory=list)
+
+
 class ScenarioFile(_Strict):
     api_version: Literal["fieldloop/v1"] = Field(alias="apiVersion")
     kind: Literal["Scenario"]
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
-    profiles: dict[str, Resources] = Field(default_factory=dict)
-    devices: dict[str, Resources] = Field(default_factory=dict)
+    profiles: dict[str, DeviceSpec] = Field(default_factory=dict)
+    devices: dict[str, DeviceSpec] = Field(default_factory=dict)
+    site_faults: list[FaultSpec] = Field(default_factory=list)
 
 
 def load_scenario_file(path: Path) -> tuple[ScenarioFile, Any]:
@@ -243,35 +299,38 @@ def bind(path: Path, site: Site) -> Callable[[str], Scenario]:
         line, col = position(data, loc)
         problems.append(FileProblem(str(path), line, col, message))
 
-    def check(loc: tuple[str, str], profile: str, resources: Resources) -> None:
+    def check(loc: tuple[str, str], profile: str, entry: DeviceSpec) -> None:
         names = [r.name for r in site.profiles[profile].resources]
-        for name in resources:
+        for name in entry.signals:
             if name not in names:
-                problem((*loc, name), f"profile {profile!r} has no resource {name!r} "
+                problem((*loc, "signals", name), f"profile {profile!r} has no resource {name!r} "
                         f"(it has: {', '.join(names)})")  # fmt: skip
 
-    for profile, resources in spec.profiles.items():
+    for profile, entry in spec.profiles.items():
         if profile not in site.profiles:
             problem(("profiles", profile), f"the site has no device with profile {profile!r} "
                     f"(its profiles: {', '.join(sorted(site.profiles))})")  # fmt: skip
         else:
-            check(("profiles", profile), profile, resources)
-    for device, resources in spec.devices.items():
+            check(("profiles", profile), profile, entry)
+    for device, entry in spec.devices.items():
         if device not in by_id:
             problem(("devices", device), f"the site has no device {device!r} "
                     f"(its devices: {', '.join(sorted(by_id))})")  # fmt: skip
         else:
-            check(("devices", device), by_id[device].profile, resources)
+            check(("devices", device), by_id[device].profile, entry)
     if problems:
         raise FileError(problems)
 
     def scenario(device: str) -> Scenario:
-        specs = {**spec.profiles.get(by_id[device].profile, {}), **spec.devices.get(device, {})}
-        faults = tuple(
+        shared = spec.profiles.get(by_id[device].profile, DeviceSpec())
+        own = spec.devices.get(device, DeviceSpec())
+        specs = {**shared.signals, **own.signals}
+        faults = tuple(f.fault() for f in [*spec.site_faults, *shared.faults, *own.faults])
+        truth = [
             InjectedFault(device, resource, kind, start, end)
             for resource, s in specs.items()
             for kind, start, end in s.truth()
-        )
-        return Scenario(spec.name, {r: s.signal() for r, s in specs.items()}, faults)
+        ] + [InjectedFault(device, "*", f.kind, f.start, f.end) for f in faults]
+        return Scenario(spec.name, {r: s.signal() for r, s in specs.items()}, tuple(truth), faults)
 
     return scenario

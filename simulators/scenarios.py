@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from simulators.faults import DeviceFault
 from simulators.signals import Constant, Counter, DriftHoldRecover, Signal
 
 
@@ -25,7 +26,10 @@ class InjectedFault:
 class Scenario:
     name: str
     signals: dict[str, Signal]
+    #: ground truth: everything injected, signal faults and device faults alike
     faults: tuple[InjectedFault, ...] = field(default_factory=tuple)
+    #: how the device itself misbehaves (not answering, slow, exception codes, ...)
+    device_faults: tuple[DeviceFault, ...] = field(default_factory=tuple)
 
 
 def chiller_normal(device: str = "chiller-1") -> Scenario:
