@@ -31,6 +31,7 @@ bench: $(STAMP) services
 	$(BIN)/python bench/ticket_latency.py
 	$(BIN)/python bench/edge_throughput.py
 	$(BIN)/python bench/central_ingest.py
+	$(BIN)/python bench/simulator_throughput.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

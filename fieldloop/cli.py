@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         "a shipped scenario's name (see scenarios/) or a scenario file (.yaml)",
     )  # fmt: skip
     _flag(sim, "--truth", "TRUTH", None, "write the injected faults here (JSON Lines)")
+    _flag(
+        sim, "--broker", "DEVICE_BROKER", None,
+        "broker the MQTT devices publish to (default: the site's device_broker, else "
+        "mqtt://127.0.0.1:1883)",
+    )  # fmt: skip
     _flag(sim, "--seed", "SEED", "0", "noise seed", type=int)
     _flag(sim, "--speed", "SPEED", "1", "scenario seconds per wall second", type=_positive)
 
@@ -205,17 +210,24 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from fieldloop.brokers import parse_broker_url
     from fieldloop.profiles import load_site
     from simulators.site import SiteSimulation
 
     site = load_site(Path(_need(args.site, "--site", "SITE")))
     truth = Path(args.truth) if args.truth else None
-    sim = SiteSimulation(site, args.scenario, seed=args.seed, speed=args.speed, truth=truth)
+    broker = parse_broker_url(args.broker) if args.broker else None
+    sim = SiteSimulation(
+        site, args.scenario, seed=args.seed, speed=args.speed, truth=truth, broker=broker
+    )
 
     async def serve() -> None:
         async with sim:
             for s in sim.modbus:
                 print(f"serving {len(s.devices)} device(s) on {s.host}:{s.port}", flush=True)
+            if sim.mqtt is not None:
+                for d in sim.mqtt.devices:
+                    print(f"publishing {d.id} on {d.topic} every {d.interval:g} s", flush=True)
             if truth is not None:
                 print(f"ground truth of the injected faults: {truth}", flush=True)
             await asyncio.Event().wait()

@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from fieldloop.durations import parse_duration
-from fieldloop.profiles import Site
+from fieldloop.profiles import Site, default_profiles_dir
 from fieldloop.yamlfile import FileError, FileProblem, parse_yaml, position, validate
 from simulators import signals
 from simulators.faults import DeviceFault
@@ -277,6 +277,9 @@ class ScenarioFile(_Strict):
     kind: Literal["Scenario"]
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
+    extends: str | None = Field(
+        None, description="a scenario file beside this one (name without .yaml) to build on"
+    )
     profiles: dict[str, DeviceSpec] = Field(default_factory=dict)
     devices: dict[str, DeviceSpec] = Field(default_factory=dict)
     site_faults: list[FaultSpec] = Field(default_factory=list)
@@ -288,12 +291,56 @@ def load_scenario_file(path: Path) -> tuple[ScenarioFile, Any]:
     return validate(path, data, ScenarioFile), data
 
 
-def bind(path: Path, site: Site) -> Callable[[str], Scenario]:
-    """The scenario of each device of ``site``, as ``build_site_simulators`` wants it. Raises
-    FileError naming every device, profile or resource the file names that the site lacks."""
-    spec, data = load_scenario_file(path)
+MAX_EXTENDS = 8
+
+
+def _chain(path: Path) -> list[tuple[Path, ScenarioFile, Any]]:
+    """The file and the files it extends, the most basic first."""
+    chain: list[tuple[Path, ScenarioFile, Any]] = []
+    while True:
+        spec, data = load_scenario_file(path)
+        chain.insert(0, (path, spec, data))
+        if spec.extends is None:
+            return chain
+        base = path.parent / (spec.extends if spec.extends.endswith(".yaml") else
+                              f"{spec.extends}.yaml")  # fmt: skip
+        if not base.is_file() or len(chain) > MAX_EXTENDS:
+            line, col = position(data, ("extends",))
+            why = (
+                "does not exist" if not base.is_file() else f"extends more than {MAX_EXTENDS} deep"
+            )
+            raise FileError([FileProblem(str(path), line, col, f"extends: {base} {why}")])
+        path = base
+
+
+def _extended(base: ScenarioFile, more: ScenarioFile) -> ScenarioFile:
+    """``more`` on top of ``base``: its signals replace the base's, its faults add to them."""
+
+    def merge(a: dict[str, DeviceSpec], b: dict[str, DeviceSpec]) -> dict[str, DeviceSpec]:
+        none = DeviceSpec()
+        return {
+            k: DeviceSpec(
+                signals={**a.get(k, none).signals, **b.get(k, none).signals},
+                faults=[*a.get(k, none).faults, *b.get(k, none).faults],
+            )
+            for k in {*a, *b}
+        }
+
+    return more.model_copy(
+        update={
+            "profiles": merge(base.profiles, more.profiles),
+            "devices": merge(base.devices, more.devices),
+            "site_faults": [*base.site_faults, *more.site_faults],
+        }
+    )
+
+
+def _site_problems(path: Path, spec: ScenarioFile, data: Any, site: Site) -> list[FileProblem]:
+    """What ``spec`` names that ``site`` lacks. A profile no device of the site has is fine if
+    it exists (a shared scenario covers device models this site does not have)."""
     problems: list[FileProblem] = []
     by_id = {d.id: d for d in site.spec.devices}
+    known = {p.stem for p in _profiles_dir(site).glob("*.yaml")} | set(site.profiles)
 
     def problem(loc: tuple[str | int, ...], message: str) -> None:
         line, col = position(data, loc)
@@ -307,19 +354,38 @@ def bind(path: Path, site: Site) -> Callable[[str], Scenario]:
                         f"(it has: {', '.join(names)})")  # fmt: skip
 
     for profile, entry in spec.profiles.items():
-        if profile not in site.profiles:
-            problem(("profiles", profile), f"the site has no device with profile {profile!r} "
-                    f"(its profiles: {', '.join(sorted(site.profiles))})")  # fmt: skip
-        else:
+        if profile in site.profiles:
             check(("profiles", profile), profile, entry)
+        elif profile not in known:
+            problem(("profiles", profile), f"there is no device profile {profile!r} "
+                    f"(known: {', '.join(sorted(known))})")  # fmt: skip
     for device, entry in spec.devices.items():
         if device not in by_id:
             problem(("devices", device), f"the site has no device {device!r} "
                     f"(its devices: {', '.join(sorted(by_id))})")  # fmt: skip
         else:
             check(("devices", device), by_id[device].profile, entry)
+    return problems
+
+
+def _profiles_dir(site: Site) -> Path:
+    if site.spec.profiles_dir:
+        return site.path.parent / site.spec.profiles_dir
+    return default_profiles_dir()
+
+
+def bind(path: Path, site: Site) -> Callable[[str], Scenario]:
+    """The scenario of each device of ``site``, as ``build_site_simulators`` wants it. Raises
+    FileError naming every device, profile or resource the file (or a file it extends) names
+    that the site lacks."""
+    chain = _chain(path)
+    problems = [p for f, spec, data in chain for p in _site_problems(f, spec, data, site)]
     if problems:
         raise FileError(problems)
+    spec = chain[0][1]
+    for _, more, _ in chain[1:]:
+        spec = _extended(spec, more)
+    by_id = {d.id: d for d in site.spec.devices}
 
     def scenario(device: str) -> Scenario:
         shared = spec.profiles.get(by_id[device].profile, DeviceSpec())

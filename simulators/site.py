@@ -9,8 +9,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from fieldloop.brokers import BrokerAddress, parse_broker_url
 from fieldloop.profiles import Site
+from simulators.faults import behaviour
 from simulators.modbus_server import ModbusSimulator, SimulatedDevice
+from simulators.mqtt_devices import MqttDevice, MqttDeviceSimulator
 from simulators.scenario_file import bind
 from simulators.scenarios import BUILTIN, Scenario
 
@@ -19,7 +22,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "scenarios"
 
 
 def shipped_scenarios() -> list[str]:
-    return sorted([*BUILTIN, *(p.stem for p in SHIPPED.glob("*.yaml"))])
+    return sorted({*BUILTIN, *(p.stem for p in SHIPPED.glob("*.yaml"))})
 
 
 def resolve_scenario(
@@ -56,7 +59,7 @@ def build_site_simulators(
     for dev in site.spec.devices:
         ep = dev.modbus_tcp
         if ep is None:
-            continue  # MQTT devices publish; see SiteSimulation
+            continue  # MQTT devices publish; see mqtt_devices()
         by_port[(ep.host, ep.port)].append(
             SimulatedDevice(
                 profile=site.profile_of(dev),
@@ -67,6 +70,28 @@ def build_site_simulators(
             )
         )
     return [ModbusSimulator(devs, host, port) for (host, port), devs in by_port.items()]
+
+
+def mqtt_devices(
+    site: Site, make: Callable[[str], Scenario], *, seed: int = 0, speed: float = 1.0
+) -> list[MqttDevice]:
+    """The site's MQTT devices, each publishing its scenario's values on its own topic; the
+    scenario's comm_loss makes it fall silent and ``malformed`` publish garbage."""
+    devices = []
+    for dev in site.spec.devices:
+        if dev.mqtt is None:
+            continue
+        scenario = make(dev.id)
+        faults = scenario.device_faults
+        devices.append(
+            MqttDevice.from_instance(
+                dev,
+                SimulatedDevice(site.profile_of(dev), scenario, seed=seed, speed=speed),
+                silent=lambda t, f=faults: behaviour(f, t).silent,
+                malformed=lambda t, f=faults: behaviour(f, t).malformed,
+            )
+        )
+    return devices
 
 
 def ground_truth(
@@ -103,7 +128,9 @@ def write_ground_truth(path: Path, rows: list[dict[str, object]]) -> None:
 
 
 class SiteSimulation:
-    """Every device of a site on its own port(s), started and stopped together."""
+    """Every device of a site, started and stopped together: Modbus devices on their ports,
+    MQTT devices publishing to ``broker`` (default: the site's device broker, else the local
+    Mosquitto)."""
 
     def __init__(
         self,
@@ -113,26 +140,40 @@ class SiteSimulation:
         seed: int = 0,
         speed: float = 1.0,
         truth: Path | None = None,
+        broker: BrokerAddress | None = None,
     ) -> None:
         self.site = site
         self.speed = speed
         self.truth = truth
-        self.modbus = build_site_simulators(site, scenario, seed=seed, speed=speed)
+        make = resolve_scenario(site, scenario)
+        self.modbus = build_site_simulators(site, make, seed=seed, speed=speed)
+        publishing = mqtt_devices(site, make, seed=seed, speed=speed)
+        if broker is None:
+            broker = parse_broker_url(site.spec.device_broker or "mqtt://127.0.0.1:1883")
+        self.mqtt = (
+            MqttDeviceSimulator(publishing, broker, client_id=f"fieldloop-sim-{site.id}")
+            if publishing
+            else None
+        )
         self.started: datetime | None = None
 
     @property
     def devices(self) -> list[SimulatedDevice]:
-        return [d for s in self.modbus for d in s.devices]
+        mqtt = [d.device for d in self.mqtt.devices] if self.mqtt else []
+        return [d for s in self.modbus for d in s.devices] + mqtt
 
     async def start(self) -> None:
-        started: list[ModbusSimulator] = []
+        parts: list[ModbusSimulator | MqttDeviceSimulator] = [*self.modbus]
+        if self.mqtt is not None:
+            parts.append(self.mqtt)
+        started: list[ModbusSimulator | MqttDeviceSimulator] = []
         try:
-            for s in self.modbus:
-                await s.start()
-                started.append(s)
+            for part in parts:
+                await part.start()
+                started.append(part)
         except BaseException:
-            for s in started:  # nothing half-started is left holding a port
-                await s.stop()
+            for part in started:  # nothing half-started is left holding a port
+                await part.stop()
             raise
         # scenario time starts now for every device, so the ground truth's wall times hold
         self.started = datetime.now(UTC)
@@ -142,6 +183,8 @@ class SiteSimulation:
             write_ground_truth(self.truth, ground_truth(self.devices, self.started, self.speed))
 
     async def stop(self) -> None:
+        if self.mqtt is not None:
+            await self.mqtt.stop()
         for s in self.modbus:
             await s.stop()
 

@@ -151,7 +151,8 @@ def test_names_the_site_lacks_are_refused_each_at_its_line(tmp_path: Path) -> No
     with pytest.raises(FileError) as err:
         bind(path, site(tmp_path))
     lines = str(err.value).splitlines()
-    assert lines[0].startswith(f"{path}:5:3: the site has no device with profile 'pump'")
+    assert lines[0].startswith(f"{path}:5:3: there is no device profile 'pump'")
+    assert "water_pump" in lines[0]  # what there is
     assert lines[1].startswith(f"{path}:9:7: profile 'chiller' has no resource 'discharge_tmp'")
     assert "discharge_temp" in lines[1]  # what it has
     assert lines[2].startswith(f"{path}:11:3: the site has no device 'chiller-9'")
@@ -164,3 +165,24 @@ def test_the_site_simulators_take_a_scenario_file(tmp_path: Path) -> None:
     assert device.scenario.name == "t" and device.seed == 3
     with pytest.raises(ValueError, match="or a scenario file"):
         build_site_simulators(site(tmp_path), "no-such-scenario")
+
+
+def test_a_scenario_extends_another_replacing_signals_and_adding_faults(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(GOOD.replace("name: t", "name: base"), encoding="utf-8")
+    text = HEAD + (
+        "extends: base\n"
+        "profiles:\n  chiller:\n    signals:\n      supply_water_temp: {type: constant, value: 9}\n"
+        "    faults:\n      - {kind: wrong_order, from: 4h}\n"
+        "  water_pump:\n    signals: {flow: {type: constant, value: 1}}\n"
+    )
+    s = bind(scenario_path(tmp_path, text), site(tmp_path))("chiller-1")
+    assert s.name == "t"
+    assert s.signals["supply_water_temp"].value(0, 0, "x") == 9.0  # replaced
+    assert s.signals["compressor_current"].value(0, 0, "x") == 180.0  # kept from the base
+    assert [f.kind for f in s.device_faults] == ["comm_loss", "slow", "wrong_order", "exception"]
+
+
+def test_extends_a_missing_file_is_refused_at_the_key(tmp_path: Path) -> None:
+    path = scenario_path(tmp_path, HEAD + "extends: nowhere\n")
+    with pytest.raises(FileError, match=r"scenario.yaml:4:1: extends: .*nowhere.yaml does not"):
+        bind(path, site(tmp_path))
