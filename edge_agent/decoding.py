@@ -22,7 +22,14 @@ from operator import itemgetter
 
 from edge_agent.readings import Quality, Reading
 from fieldloop.profiles import DeviceProfile, Resource, Table
-from fieldloop.registers import STRUCT_CODES, DecodeError, Order, RawType, decode, to_engineering
+from fieldloop.registers import (
+    STRUCT_CODES,
+    DecodeError,
+    RawType,
+    byte_positions,
+    decode,
+    to_engineering,
+)
 
 MAX_REGISTERS = 125
 MAX_BITS = 2000
@@ -62,21 +69,13 @@ class Block:
         object.__setattr__(self, "_pack", struct.Struct(f">{self.count}H").pack)
 
 
-def _byte_order(raw_type: RawType, byte_order: Order, word_order: Order) -> list[int]:
-    """Where each byte of the big-endian value sits in the registers as read."""
-    words = STRUCT_CODES[raw_type][1]
-    order = range(words - 1, -1, -1) if word_order is Order.little else range(words)
-    inner = (1, 0) if byte_order is Order.little else (0, 1)
-    return [2 * w + b for w in order for b in inner]
-
-
 def _compile(block: Block, r: Resource) -> _Field | None:
     if r.type is RawType.string:
         return None  # text resources (serial numbers) are not telemetry
     assert r.type is not None and r.address is not None
     code = STRUCT_CODES[r.type][0]
     offset = 2 * (r.address - block.address)
-    where = _byte_order(r.type, r.byte_order, r.word_order)
+    where = byte_positions(r.type, r.byte_order, r.word_order)
     reorder = None
     if where == sorted(where):
         endian = ">"

@@ -68,6 +68,22 @@ def _reorder(words: list[int], byte_order: Order, word_order: Order) -> list[int
     return words
 
 
+def byte_positions(raw_type: RawType, byte_order: Order, word_order: Order) -> list[int]:
+    """Where each byte of the big-endian value sits in its registers as they go on the wire:
+    [0, 1, 2, 3] for ABCD, [3, 2, 1, 0] for DCBA, [2, 3, 0, 1] for CDAB, [1, 0, 3, 2] for BADC."""
+    words = STRUCT_CODES[raw_type][1]
+    order = range(words - 1, -1, -1) if word_order is Order.little else range(words)
+    inner = (1, 0) if byte_order is Order.little else (0, 1)
+    return [2 * w + b for w in order for b in inner]
+
+
+def int_range(raw_type: RawType) -> tuple[int, int]:
+    """The smallest and largest value of an integer type (a device saturates at them)."""
+    code, count = STRUCT_CODES[raw_type]
+    bits = count * 16
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if code.islower() else (0, (1 << bits) - 1)
+
+
 def decode(
     registers: list[int],
     raw_type: RawType,
@@ -111,12 +127,7 @@ def encode(
             data = struct.pack(">" + code, float(value))
         else:
             # a device saturates rather than wrapping; so does the simulator
-            bits = count * 16
-            lo, hi = (
-                (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
-                if code.islower()
-                else (0, (1 << bits) - 1)
-            )
+            lo, hi = int_range(raw_type)
             # ints stay ints: a float would drop the low bits of 64-bit counters
             whole = value if isinstance(value, int) else round(float(value))
             data = struct.pack(">" + code, min(hi, max(lo, whole)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from fieldloop.net import ensure_port_free, wait_listening
 from fieldloop.profiles import DeviceProfile, Resource, Table
-from fieldloop.registers import Order, decode, encode, to_engineering, to_raw
+from fieldloop.registers import decode, to_engineering
+from simulators.encoding import TableEncoder
 from simulators.faults import behaviour
 from simulators.scenarios import Scenario
 
@@ -71,6 +71,14 @@ class SimulatedDevice:
             )
         self.started_at = self.clock()
         self._stopping = asyncio.Event()
+        self._by_table = {t: [r for r in self.profile.resources if r.table is t] for t in Table}
+        # (table, swapped) -> its compiled encoding; swapped serves the wrong_order fault
+        self._encoders = {
+            (t, swapped): TableEncoder(rs, swapped=swapped)
+            for t, rs in self._by_table.items()
+            if not t.is_bits
+            for swapped in (False, True)
+        }
 
     def restart_clock(self) -> None:
         """Scenario time 0 is now (when the whole site is up, not when this device was made)."""
@@ -145,28 +153,18 @@ class SimulatedDevice:
             # A write sticks, as on a device: the written value overrides the scenario.
             self._apply_write(table, address, list(set_values))
             return None
-        t = now
-        for r in self.profile.resources:
-            if r.table is not table:
-                continue
-            value = self.value(r, t)
-            if table.is_bits:
-                reg, bit = divmod(r.address, 16)
-                i = reg - start_address
-                if 0 <= i < len(registers):
-                    mask = 1 << bit
-                    registers[i] = (registers[i] | mask) if value else (registers[i] & ~mask)
-                continue
-            raw = to_raw(value, r.scale, r.offset)
-            if not math.isfinite(raw):
-                continue
-            if act.swapped:  # another firmware's order: both swaps undone, values garbage
-                words = encode(raw, r.type, _flip(r.byte_order), _flip(r.word_order), r.length)
-            else:
-                words = encode(raw, r.type, r.byte_order, r.word_order, r.length)
-            i = r.address - start_address
-            if i >= 0 and i + len(words) <= len(registers):
-                registers[i : i + len(words)] = words
+        if not table.is_bits:
+            encoder = self._encoders[(table, act.swapped)]
+            encoder.fill(registers, start_address, lambda r: self.value(r, now))
+            return None
+        for r in self._by_table[table]:
+            reg, bit = divmod(r.address, 16)
+            i = reg - start_address
+            if 0 <= i < len(registers):
+                mask = 1 << bit
+                registers[i] = (
+                    (registers[i] | mask) if self.value(r, now) else (registers[i] & ~mask)
+                )
         return None
 
     async def _hold(self, seconds: float | None) -> None:
@@ -199,10 +197,6 @@ class SimulatedDevice:
                 raw = decode(list(values[i : i + r.count]), r.type, r.byte_order, r.word_order)  # type: ignore[arg-type]
                 if not isinstance(raw, str):
                     self.overrides[r.name] = to_engineering(raw, r.scale, r.offset)
-
-
-def _flip(order: Order) -> Order:
-    return Order.little if order is Order.big else Order.big
 
 
 def _exception(code: int) -> ExcCodes:
