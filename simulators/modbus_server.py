@@ -72,13 +72,9 @@ class SimulatedDevice:
         self.started_at = self.clock()
         self._stopping = asyncio.Event()
         self._by_table = {t: [r for r in self.profile.resources if r.table is t] for t in Table}
-        # (table, swapped) -> its compiled encoding; swapped serves the wrong_order fault
-        self._encoders = {
-            (t, swapped): TableEncoder(rs, swapped=swapped)
-            for t, rs in self._by_table.items()
-            if not t.is_bits
-            for swapped in (False, True)
-        }
+        # (table, swapped) -> its compiled encoding, made at the first read that needs it
+        # (swapped: for the wrong_order fault, which most devices never have)
+        self._encoders: dict[tuple[Table, bool], TableEncoder] = {}
 
     def restart_clock(self) -> None:
         """Scenario time 0 is now (when the whole site is up, not when this device was made)."""
@@ -154,7 +150,12 @@ class SimulatedDevice:
             self._apply_write(table, address, list(set_values))
             return None
         if not table.is_bits:
-            encoder = self._encoders[(table, act.swapped)]
+            key = (table, act.swapped)
+            encoder = self._encoders.get(key)
+            if encoder is None:
+                encoder = self._encoders[key] = TableEncoder(
+                    self._by_table[table], swapped=act.swapped
+                )
             encoder.fill(registers, start_address, lambda r: self.value(r, now))
             return None
         for r in self._by_table[table]:
