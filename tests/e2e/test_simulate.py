@@ -119,3 +119,16 @@ def test_a_bad_scenario_file_is_refused_with_its_position(
     assert f"{scenario}:15:5: site_faults.0: to (36000s) must come after" in err
     assert main(["simulate", "--site", str(site), "--scenario", "no_such"]) == 2
     assert "shipped scenarios:" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    taken, own = free_port(), free_port()
+    site = write_site(tmp_path, taken, own)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", taken))
+        holder.listen()
+        assert main(["simulate", "--site", str(site)]) == 2
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{taken}" in err and "in use" in err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", own))  # the other port, started first or not, is free again

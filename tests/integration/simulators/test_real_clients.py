@@ -1,6 +1,7 @@
 """Real Modbus clients read the simulator correctly: the `mbpoll` binary and the pymodbus client
-both see the electricity meter's word-swapped (CDAB) float32, and reading it with the wrong word
-order gives a different number, so the swap is real on the wire."""
+both see the electricity meter's word-swapped (CDAB) float32, in input registers and in holding
+registers, and reading it with the wrong word order gives a different number, so the swap is
+real on the wire."""
 
 from __future__ import annotations
 
@@ -50,10 +51,14 @@ def _float32_close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6)  # float32 carries ~7 significant digits
 
 
-@pytest.fixture
-async def meter() -> AsyncIterator[Served]:
+@pytest.fixture(params=[Table.input_registers, Table.holding_registers])
+async def meter(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    """The shipped meter (its values in input registers), and the same meter with its values in
+    holding registers, as other makes of meter keep them."""
     profile = load_profile(REPO / "device_profiles/electricity_meter.yaml")
     assert {r.name for r in profile.resources} == set(VALUES)
+    moved = [r.model_copy(update={"table": request.param}) for r in profile.resources]
+    profile = profile.model_copy(update={"resources": moved})
     scenario = Scenario("constant", {name: Constant(v, jitter=0.0) for name, v in VALUES.items()})
     port = free_port()
     async with ModbusSimulator([SimulatedDevice(profile, scenario, unit_id=UNIT)], port=port):
