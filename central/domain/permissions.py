@@ -1,0 +1,108 @@
+"""Who may do what to a ticket: one pure table of roles and actions, used by every route.
+
+Function-level (BFLA): each lifecycle action names the roles that may take it; only supervisors
+close, cancel, reopen or override. Object-level (BOLA): an engineer acts only on their own jobs
+(the ticket's assignee), a customer only on tickets they reported. Nothing here reads a clock or
+a database: the route passes the caller and the ticket's owner and assignee in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from central.domain.lifecycle import Action
+
+
+class Role(StrEnum):
+    customer = "customer"  # reporter / requester
+    engineer = "engineer"
+    dispatcher = "dispatcher"
+    supervisor = "supervisor"
+    planner = "planner"
+    admin = "admin"
+    device = "device"  # an edge agent, with its site's credentials
+
+
+ROLE_LABELS: dict[Role, tuple[str, str]] = {
+    Role.customer: ("Customer", "报修人"),
+    Role.engineer: ("Field engineer", "工程师"),
+    Role.dispatcher: ("Dispatcher", "调度员"),
+    Role.supervisor: ("Supervisor", "主管"),
+    Role.planner: ("Maintenance planner", "计划员"),
+    Role.admin: ("Administrator", "管理员"),
+    Role.device: ("Edge device", "边缘设备"),
+}
+
+
+class Scope(StrEnum):
+    """Which tickets a role may take an action on."""
+
+    any = "any"  # every ticket
+    assigned = "assigned"  # only tickets assigned to the caller (engineers: their own jobs)
+    reported = "reported"  # only tickets the caller reported (customers)
+
+
+_E, _D, _S, _C = Role.engineer, Role.dispatcher, Role.supervisor, Role.customer
+
+#: action -> (role -> scope). A role missing from an action's entry may not take it at all.
+PERMISSIONS: dict[Action, dict[Role, Scope]] = {
+    Action.dispatch: {_D: Scope.any, _S: Scope.any},
+    # accepting an offer is the engineer's own; grab mode hands the job to the caller first
+    Action.accept: {_E: Scope.assigned},
+    Action.decline: {_E: Scope.assigned},
+    Action.depart: {_E: Scope.assigned},
+    Action.arrive: {_E: Scope.assigned},
+    Action.start: {_E: Scope.assigned},
+    Action.wait_parts: {_E: Scope.assigned},
+    Action.resume: {_E: Scope.assigned},
+    Action.complete: {_E: Scope.assigned},
+    Action.request_verification: {_E: Scope.assigned, _D: Scope.any, _S: Scope.any},
+    # the customer confirms (close) or rejects the fix on their own tickets; supervisors review
+    Action.reject: {_C: Scope.reported, _S: Scope.any},
+    Action.close: {_C: Scope.reported, _S: Scope.any},
+    Action.cancel: {_S: Scope.any},
+    Action.reopen: {_S: Scope.any},
+}
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: str
+    role: Role
+
+
+class Forbidden(PermissionError):
+    """The caller may not take this action (on this ticket). The message says who may."""
+
+
+def authorize(
+    caller: Caller, action: Action, *, assignee: str | None, reporter: str | None
+) -> None:
+    """Raise Forbidden unless ``caller`` may take ``action`` on a ticket with this assignee and
+    reporter. Admins administer users and settings, not tickets: they have no ticket actions."""
+    scopes = PERMISSIONS[action]
+    scope = scopes.get(caller.role)
+    if scope is None:
+        who = ", ".join(sorted(r.value for r in scopes)) or "nobody"
+        raise Forbidden(f"a {caller.role.value} may not {action.value} a ticket (who may: {who})")
+    if scope is Scope.assigned and assignee != caller.user:
+        raise Forbidden(
+            f"{caller.user} may {action.value} only their own jobs; this one is "
+            + (f"assigned to {assignee}" if assignee else "not assigned to anyone")
+        )
+    if scope is Scope.reported and reporter != caller.user:
+        raise Forbidden(f"{caller.user} may {action.value} only tickets they reported")
+
+
+def actions_for(caller: Caller, *, assignee: str | None, reporter: str | None) -> list[Action]:
+    """Every action ``caller`` may take on such a ticket (whatever its state), in table order:
+    what an app shows as buttons, intersected with the lifecycle's allowed actions."""
+    allowed = []
+    for action in PERMISSIONS:
+        try:
+            authorize(caller, action, assignee=assignee, reporter=reporter)
+        except Forbidden:
+            continue
+        allowed.append(action)
+    return allowed
