@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(sim, "--seed", "SEED", "0", "noise seed", type=int)
     _flag(sim, "--speed", "SPEED", "1", "scenario seconds per wall second", type=_positive)
 
+    audit = sub.add_parser("audit", help="the tamper-evident ticket history")
+    asub = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    averify = asub.add_parser(
+        "verify", help="check every ticket's hash chain; name the first broken link of each"
+    )
+    _flag(averify, "--db", "DB_URL", "sqlite:///data/fieldloop.db", "database URL")
+
     profiles = sub.add_parser("profiles", help="device profiles and site files")
     psub = profiles.add_subparsers(dest="action", required=True, metavar="ACTION")
     pcheck = psub.add_parser("check", help="check profile and site files; errors as file:line:col")
@@ -251,6 +258,28 @@ def _report(paths: Sequence[Path], check: Callable[[Path], list[object]]) -> int
     return 1 if failed else 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from central.services.audit import verify
+    from central.storage.db import make_engine, session_factory
+
+    engine = make_engine(args.db)
+    try:
+        with session_factory(engine)() as session:
+            report = verify(session)
+    except SQLAlchemyError as exc:
+        print(f"fieldloop audit: cannot read the tickets at {args.db}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    for broken in report.broken:
+        print(f"BROKEN {broken}")
+    verdict = "OK" if report.ok else f"FAILED: {len(report.broken)} ticket(s) with a broken chain"
+    print(f"audit verify: {report.tickets} ticket(s), {report.entries} entries: {verdict}")
+    return 0 if report.ok else 1
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from fieldloop.profiles import check_files
 
@@ -276,6 +305,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "edge": cmd_edge,
     "simulate": cmd_simulate,
     "profiles": cmd_profiles,
+    "audit": cmd_audit,
     "rules": cmd_rules,
 }
 

@@ -46,6 +46,7 @@ def append(
     )
     row.hash = entry_hash(prev, stored_entry(row))
     session.add(row)
+    ticket.history_len, ticket.history_head = seq, row.hash  # the anchor, same transaction
     return row
 
 

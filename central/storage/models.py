@@ -56,6 +56,10 @@ class Ticket(Base):
     updated_at: Mapped[datetime]
     closed_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(default=1)
+    # The head of the history chain, written with every entry: a chain whose last entries were
+    # deleted still links up, but no longer ends where the ticket says it does.
+    history_len: Mapped[int] = mapped_column(default=0, server_default="0")
+    history_head: Mapped[str | None] = mapped_column(String(64))
 
     history: Mapped[list[TicketEvent]] = relationship(
         back_populates="ticket", order_by="TicketEvent.seq", cascade="all, delete-orphan"

@@ -42,3 +42,43 @@ def test_downgrade_to_base_removes_everything(db_url: str) -> None:
         assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     finally:
         engine.dispose()
+
+
+def test_0003_anchors_the_history_written_before_it(db_url: str) -> None:
+    """Tickets from before the anchor columns get their chain's current end as their anchor,
+    so `audit verify` holds them to it from then on."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    engine = make_engine(db_url)
+    try:
+        migrate(engine, "0002")
+        at = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+        with engine.begin() as c:
+            for tid in (1, 2):
+                c.execute(
+                    text(
+                        "INSERT INTO tickets (id, state, state_entered_at, source, title, "
+                        "description, fault_active, occurrences, readings, created_at, "
+                        "updated_at, version) VALUES (:id, 'new', :at, 'api', 't', 'd', "
+                        "false, 1, '{}', :at, :at, 1)"
+                    ),
+                    {"id": tid, "at": at},
+                )
+            for seq in (1, 2, 3):  # ticket 2 has no history yet
+                c.execute(
+                    text(
+                        "INSERT INTO ticket_events (ticket_id, seq, at, actor, action, data, "
+                        "prev_hash, hash) VALUES (1, :seq, :at, 'a', 'x', '{}', 'p', :h)"
+                    ),
+                    {"seq": seq, "at": at, "h": f"hash-{seq}"},
+                )
+        migrate(engine)
+        with engine.connect() as c:
+            rows = c.execute(
+                text("SELECT id, history_len, history_head FROM tickets ORDER BY id")
+            ).all()
+        assert [tuple(r) for r in rows] == [(1, 3, "hash-3"), (2, 0, None)]
+    finally:
+        engine.dispose()
