@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import Field
@@ -24,3 +25,26 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     migrate_on_start: bool = True
+    iot_reopen_window: timedelta = Field(
+        timedelta(hours=24),
+        description="the same fault on the same asset this soon after its ticket closed "
+        "reopens that ticket (seconds or ISO 8601, e.g. PT24H)",
+    )
+    iot_auto_resolve: bool = Field(
+        True, description="a fault that clears before anyone is dispatched closes its ticket"
+    )
+    public_reporting: bool = Field(
+        True, description="serve the problem-report web form (/report) without signing in"
+    )
+    webhook_secrets: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="inbound webhook sources and their HMAC secrets as JSON, e.g. "
+        '{"callcentre": ["<secret>"]}; two secrets while rotating',
+    )
+    webhook_replay_window: int = Field(
+        300, ge=10, le=3600, description="seconds a signed webhook delivery stays valid"
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest JSON or form body")
+    max_upload_bytes: int = Field(
+        21 * 1_048_576, ge=1024, description="largest multipart upload (photos, signatures)"
+    )

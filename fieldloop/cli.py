@@ -136,6 +136,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _flag(averify, "--db", "DB_URL", "sqlite:///data/fieldloop.db", "database URL")
 
+    users = sub.add_parser("users", help="people and edge sites that sign in to central")
+    usub = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    uadd = usub.add_parser(
+        "add",
+        help="create a user (the first admin, engineers, a device per site)",
+        description="Creates a user. The password is read from stdin with --password-stdin, "
+        "else asked for on a terminal; --no-password makes a token-only user (devices). "
+        "--token prints a bearer token for it (shown once).",
+    )
+    uadd.add_argument("username")
+    uadd.add_argument(
+        "--role",
+        required=True,
+        choices=["customer", "engineer", "dispatcher", "supervisor", "planner", "admin", "device"],
+    )
+    uadd.add_argument("--display-name")
+    uadd.add_argument("--department")
+    uadd.add_argument("--site", help="a device's site (its credentials are confined to it)")
+    uadd.add_argument("--contact")
+    pw = uadd.add_mutually_exclusive_group()
+    pw.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    pw.add_argument("--no-password", action="store_true", help="token-only (devices)")
+    uadd.add_argument("--token", action="store_true", help="also print a bearer token")
+    uadd.add_argument("--ttl-days", type=_positive, default=90.0, help="token lifetime")
+    utok = usub.add_parser("token", help="print a new bearer token for a user (shown once)")
+    utok.add_argument("username")
+    utok.add_argument("--ttl-days", type=_positive, default=90.0, help="token lifetime")
+    utok.add_argument("--label", help="what the token is for (e.g. the edge host)")
+    usub.add_parser("list", help="list users and their roles")
+    for p in (uadd, utok, *usub.choices.values()):
+        if not any(a.dest == "db" for a in p._actions):
+            _flag(p, "--db", "DB_URL", "sqlite:///data/fieldloop.db", "database URL")
+
     profiles = sub.add_parser("profiles", help="device profiles and site files")
     psub = profiles.add_subparsers(dest="action", required=True, metavar="ACTION")
     pcheck = psub.add_parser("check", help="check profile and site files; errors as file:line:col")
@@ -299,7 +332,14 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return _report(args.files, check)
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    from central.users_cli import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "users": cmd_users,
     "demo": cmd_demo,
     "central": cmd_central,
     "edge": cmd_edge,

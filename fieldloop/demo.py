@@ -1,7 +1,9 @@
 """``fieldloop demo``: the whole loop on one machine.
 
-simulated chiller --Modbus TCP--> edge agent --MQTT--> central --> ticket --> an engineer accepts,
-the fault clears, the engineer completes, a supervisor closes. Each step is printed as it happens.
+simulated chiller --Modbus TCP--> edge agent --MQTT--> central --> ticket --> a dispatcher offers
+it to an engineer, who accepts,
+travels, works, waits for parts, completes with a signature once the fault clears; the customer
+confirms and rates through a private link; a supervisor closes. Each step is printed as it happens.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fieldloop.demo")
 
+DISPATCHER = "disp.zhao"
 ENGINEER = "eng.li"
 SUPERVISOR = "sup.wang"
 
@@ -58,6 +61,15 @@ class _Progress:
             self.step = f"ticket #{tid} opened"
             print(f"==> ticket #{tid} opened for asset {event.asset}: {event.title}", flush=True)
             self.opened.put_nowait(tid)
+        elif outcome.reopened and tid is not None:
+            self.step = f"ticket #{tid} reopened"
+            print(
+                f"==> ticket #{tid} reopened (重开): the same fault came back on {event.asset} "
+                "within the reopen window",
+                flush=True,
+            )
+            self.cleared[tid] = asyncio.Event()
+            self.opened.put_nowait(tid)
         elif outcome.cleared and tid is not None:
             print(f"==> ticket #{tid}: {event.metric} back to normal ({event.value:g})", flush=True)
             self.cleared.setdefault(tid, asyncio.Event()).set()
@@ -68,34 +80,143 @@ class _Progress:
         return self.cleared.setdefault(tid, asyncio.Event())
 
 
-async def _engineer(base: str, progress: _Progress, check: bool) -> int:
-    """Plays the field engineer's app and the supervisor over the REST API."""
+def _png(width: int = 8, height: int = 8, rgb: tuple[int, int, int] = (30, 90, 200)) -> bytes:
+    """A real (tiny) PNG: the photo and the signature the demo engineer's app uploads."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" + bytes(rgb) * width
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(row * height))
+        + chunk(b"IEND", b"")
+    )
+
+
+@dataclass(frozen=True)
+class DemoPeople:
+    """Bearer tokens of the demo's dispatcher, engineer and supervisor."""
+
+    dispatcher: str
+    engineer: str
+    supervisor: str
+    passwords: dict[str, str]
+
+
+def _people(sessions: object) -> DemoPeople:
+    """Creates the demo's users (or reuses them on a second run) with fresh tokens."""
+    import secrets
+    from datetime import UTC, datetime, timedelta
+
+    from central.domain.permissions import Role
+    from central.services.users import create_user, find_user, issue_token
+
+    now = datetime.now(UTC)
+    tokens: dict[str, str] = {}
+    passwords: dict[str, str] = {}
+    with sessions() as session, session.begin():  # type: ignore[operator]
+        for name, role, dept in (
+            (DISPATCHER, Role.dispatcher, "facilities"),
+            (ENGINEER, Role.engineer, "facilities"),
+            (SUPERVISOR, Role.supervisor, "facilities"),
+        ):
+            user = find_user(session, name)
+            if user is None:
+                passwords[name] = secrets.token_urlsafe(12)
+                user = create_user(
+                    session, name, role, now=now, password=passwords[name], department=dept
+                )
+            tokens[name] = issue_token(session, user, now=now, ttl=timedelta(days=1)).token
+    return DemoPeople(tokens[DISPATCHER], tokens[ENGINEER], tokens[SUPERVISOR], passwords)
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _engineer(base: str, people: DemoPeople, progress: _Progress, check: bool) -> int:
+    """Plays the dispatcher's console, the field engineer's app, the customer's link and the
+    supervisor over the REST API, through every field state."""
+    import uuid
+
+    disp, eng, sup = _auth(people.dispatcher), _auth(people.engineer), _auth(people.supervisor)
+    site_gps = {"lat": 31.2304, "lon": 121.4737, "accuracy_m": 8.0}
+
+    async def post(path: str, what: str, headers: dict[str, str], **kw: object) -> dict:
+        # every state change carries an Idempotency-Key, as a mobile app on a bad network would
+        r = await http.post(path, headers={**headers, "Idempotency-Key": str(uuid.uuid4())}, **kw)  # type: ignore[arg-type]
+        _expect(r, what)
+        return r.json()
+
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
         while True:
             tid = await progress.opened.get()
+            t = f"/tickets/{tid}"
             await asyncio.sleep(1.0)
-            r = await http.post(f"/tickets/{tid}/accept", json={"actor": ENGINEER})
-            _expect(r, "accept")
+            await post(f"{t}/dispatch", "dispatch", disp, json={"engineer": ENGINEER})
+            print(f"==> {DISPATCHER} dispatched ticket #{tid} to {ENGINEER} (派单)", flush=True)
+            await post(f"{t}/accept", "accept", eng, json={})
             progress.step = f"ticket #{tid} accepted"
-            print(f"==> {ENGINEER} accepted ticket #{tid} (接单) via POST /tickets/{tid}/accept")
+            print(f"==> {ENGINEER} accepted (接单) via POST {t}/accept", flush=True)
+            await post(f"{t}/depart", "depart", eng, json={"location": site_gps})
+            await post(f"{t}/arrive", "arrive", eng, json={"location": site_gps})
+            await post(f"{t}/start", "start", eng, json={})
+            print("==> on the way (出发), on site (到达, GPS kept), work started (服务中)")
+            photo = await http.post(
+                f"{t}/attachments",
+                headers=eng,
+                files={"file": ("condenser.png", _png(), "image/png")},
+                data={"kind": "photo", "caption": "fouled condenser tubes"},
+            )
+            if photo.status_code != 201:
+                raise DemoFailed(f"photo upload failed: HTTP {photo.status_code} {photo.text}")
+            parts = [{"part_no": "GSK-220", "description": "end-cover gasket", "quantity": 2}]
+            await post(f"{t}/wait-parts", "wait for parts", eng, json={"parts": parts})
+            print("==> photo uploaded; waiting for a gasket (待料) ...", flush=True)
+            await post(f"{t}/resume", "resume", eng, json={"note": "gasket from stores"})
+            await post(f"{t}/parts", "parts used", eng, json={"parts": parts})
             print("    waiting for the fault to clear before completing ...", flush=True)
             await progress.cleared_event(tid).wait()
-            r = await http.post(
-                f"/tickets/{tid}/complete",
+            sig = await http.post(
+                f"{t}/attachments",
+                headers=eng,
+                files={"file": ("signature.png", _png(16, 6, (0, 0, 0)), "image/png")},
+                data={"kind": "signature"},
+            )
+            if sig.status_code != 201:
+                raise DemoFailed(f"signature upload failed: HTTP {sig.status_code} {sig.text}")
+            await post(
+                f"{t}/complete",
+                "complete",
+                eng,
                 json={
-                    "actor": ENGINEER,
-                    "report": "Cleaned fouled condenser tubes; discharge temperature normal.",
+                    "report": "Cleaned fouled condenser tubes, replaced the end-cover gasket; "
+                    "discharge temperature normal.",
+                    "signature_sha256": sig.json()["sha256"],
                 },
             )
-            _expect(r, "complete")
+            await post(f"{t}/request-verification", "request verification", eng, json={})
             progress.step = f"ticket #{tid} completed"
-            print(f"==> {ENGINEER} completed ticket #{tid} (完工)", flush=True)
-            r = await http.post(
-                f"/tickets/{tid}/close", json={"actor": SUPERVISOR, "note": "Verified on the BMS."}
+            print(f"==> {ENGINEER} completed ticket #{tid} (完工) with the customer's signature")
+            link = await post(f"{t}/customer-link", "customer link", disp)
+            follow = link["follow_url"]
+            token = follow.rsplit("/", 1)[-1]
+            await post(f"/track/{token}/confirm", "customer confirms", {}, json={})
+            await post(
+                f"/track/{token}/rating",
+                "customer rates",
+                {},
+                json={"score": 5, "comment": "Quick and tidy."},
             )
-            _expect(r, "close")
+            print(f"==> the customer confirmed (验收通过) and rated 5/5 via {base}{follow}")
+            await post(f"{t}/close", "close", sup, json={"note": "Verified on the BMS."})
             progress.step = f"ticket #{tid} closed"
-            r = await http.get(f"/tickets/{tid}")
+            r = await http.get(t, headers=sup)
             _expect(r, "read back")
             ticket = r.json()
             steps = " -> ".join(h["action"] for h in ticket["history"])
@@ -111,7 +232,7 @@ async def _engineer(base: str, progress: _Progress, check: bool) -> int:
 
 
 def _expect(r: httpx.Response, what: str) -> None:
-    if r.status_code != 200:
+    if r.status_code not in (200, 201):
         raise DemoFailed(f"{what} failed: HTTP {r.status_code} {r.text}")
 
 
@@ -177,8 +298,9 @@ async def run_demo(opts: DemoOptions) -> int:
         agent_task = asyncio.create_task(agent.run(), name="edge-agent")
         stack.push_async_callback(_cancel, agent_task)
 
-        _banner(opts, central.url, broker_url, db_url, site.id)
-        engineer = asyncio.create_task(_engineer(central.url, progress, opts.check))
+        people = _people(central.app.state.sessions)
+        _banner(opts, central.url, broker_url, db_url, site.id, people)
+        engineer = asyncio.create_task(_engineer(central.url, people, progress, opts.check))
         stack.push_async_callback(_cancel, engineer)
 
         if not opts.check:
@@ -211,7 +333,13 @@ async def _cancel(task: asyncio.Task[object]) -> None:
         await task
 
 
-def _banner(opts: DemoOptions, url: str, broker: str, db: str, site: str) -> None:
+def _banner(
+    opts: DemoOptions, url: str, broker: str, db: str, site: str, people: DemoPeople
+) -> None:
+    signin = "".join(
+        f"\n  sign in as:        {name} / {pw}  (POST /auth/token)"
+        for name, pw in people.passwords.items()
+    )
     print(
         f"""
 FieldLoop demo — site {site}
@@ -220,7 +348,8 @@ FieldLoop demo — site {site}
   database:          {db}
   board:             {url}/board
   API docs:          {url}/docs
-  tickets (JSON):    {url}/tickets
+  tickets (JSON):    {url}/tickets  (Authorization: Bearer <token>){signin}
+  report a problem:  {url}/report
 The chiller's discharge temperature will drift over 95 degC; the edge agent raises a ticket after
 it holds for 5 s. {"Running to a closed ticket (--check)." if opts.check else "Ctrl-C stops."}
 """,

@@ -7,12 +7,16 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from sqlalchemy.orm import Session, sessionmaker
 
+from central.domain.permissions import Role
 from central.server import CentralServer
+from central.services.users import create_user, find_user, issue_token
 from central.settings import Settings
 from edge_agent.agent import EdgeAgent
 from fieldloop.brokers import parse_broker_url
@@ -24,6 +28,33 @@ from simulators.scenarios import Scenario
 
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+
+#: The people the integration tests sign in as (user name -> role).
+PEOPLE = {
+    "disp.zhao": Role.dispatcher,
+    "eng.li": Role.engineer,
+    "eng.wu": Role.engineer,
+    "sup.wang": Role.supervisor,
+    "cust.chen": Role.customer,
+    "admin": Role.admin,
+    "planner.he": Role.planner,
+}
+
+
+def add_people(
+    sessions: sessionmaker[Session], people: dict[str, Role] | None = None
+) -> dict[str, dict[str, str]]:
+    """Creates users with tokens; returns user name -> Authorization headers."""
+    now = datetime.now(UTC)
+    headers: dict[str, dict[str, str]] = {}
+    with sessions() as session, session.begin():
+        for name, role in (people or PEOPLE).items():
+            user = find_user(session, name) or create_user(
+                session, name, role, now=now, site="test-site" if role is Role.device else None
+            )
+            token = issue_token(session, user, now=now).token
+            headers[name] = {"Authorization": f"Bearer {token}"}
+    return headers
 
 
 def write_site(
@@ -135,10 +166,13 @@ class Stack:
         )
         self._agent_task: asyncio.Task[None] | None = None
         self.http = httpx.AsyncClient(base_url=self.central.url, timeout=10)
+        self.people: dict[str, dict[str, str]] = {}
 
     async def __aenter__(self) -> Stack:
         await self.simulator.start()
         await self.central.start()
+        self.people = add_people(self.central.app.state.sessions)
+        self.http.headers.update(self.people["sup.wang"])  # reads see every ticket
         await asyncio.wait_for(self.central.app.state.consumer.connected.wait(), 10)
         self._agent_task = asyncio.create_task(self.agent.run(), name="edge-agent")
         return self
@@ -162,9 +196,11 @@ class Stack:
         r.raise_for_status()
         return r.json()
 
-    async def act(self, ticket_id: int, action: str, **body: Any) -> dict[str, Any]:
-        r = await self.http.post(f"/tickets/{ticket_id}/{action}", json=body)
-        assert r.status_code == 200, r.text
+    async def act(self, ticket_id: int, action: str, as_: str, **body: Any) -> dict[str, Any]:
+        r = await self.http.post(
+            f"/tickets/{ticket_id}/{action}", json=body, headers=self.people[as_]
+        )
+        assert r.status_code in (200, 201), r.text
         return r.json()
 
 

@@ -11,9 +11,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
-from central.api.routes import board, meta, tickets
+from central.api import errors
+from central.api.body_limit import BodyLimitMiddleware
+from central.api.routes import (
+    attachments,
+    auth,
+    board,
+    edge,
+    follow,
+    meta,
+    report_form,
+    tickets,
+    webhooks,
+)
 from central.ingest.consumer import EventConsumer
-from central.ingest.events import IngestOutcome
+from central.ingest.events import IngestOutcome, IngestPolicy
 from central.settings import Settings
 from central.storage.db import make_engine, migrate, session_factory
 from fieldloop import __version__
@@ -30,6 +42,9 @@ def create_app(
     on_outcome: Callable[[Event, IngestOutcome], None] | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
+    policy = IngestPolicy(
+        reopen_window=settings.iot_reopen_window, auto_resolve=settings.iot_auto_resolve
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -38,6 +53,7 @@ def create_app(
             await asyncio.to_thread(migrate, engine)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        app.state.ingest_policy = policy
         log.info("central storage: %s", engine.url.render_as_string(hide_password=True))
         task: asyncio.Task[None] | None = None
         if settings.broker_url:
@@ -47,6 +63,7 @@ def create_app(
                 Topics(settings.topic_root),
                 client_id=settings.consumer_client_id,
                 on_outcome=on_outcome,
+                policy=policy,
             )
             app.state.consumer = consumer
             task = asyncio.create_task(consumer.run(), name="edge-event-consumer")
@@ -65,9 +82,22 @@ def create_app(
         summary="Work orders raised by sensors and people, tracked to a verified close.",
         lifespan=lifespan,
     )
-    app.include_router(tickets.router)
-    app.include_router(meta.router)
-    app.include_router(board.router)
+    app.state.settings = settings
+    errors.install(app)
+    for module in (tickets, attachments, follow, auth, edge, webhooks, report_form, meta, board):
+        app.include_router(module.router)
+    webhooks.configure(
+        app,
+        webhook_secrets=settings.webhook_secrets,
+        replay_window_s=settings.webhook_replay_window,
+        public_reporting=settings.public_reporting,
+    )
+    # Bodies are refused by their declared size before anything reads them; uploads get more.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_limit=settings.max_body_bytes,
+        limits=[(r"^/tickets/\d+/attachments$", settings.max_upload_bytes)],
+    )
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -19,8 +19,10 @@ class State(StrEnum):
     waiting_parts = "waiting_parts"
     completed = "completed"
     pending_verification = "pending_verification"
+    verified = "verified"
     closed = "closed"
     cancelled = "cancelled"
+    reopened = "reopened"
 
 
 class Action(StrEnum):
@@ -34,10 +36,13 @@ class Action(StrEnum):
     resume = "resume"
     complete = "complete"
     request_verification = "request_verification"
+    confirm = "confirm"
     reject = "reject"
     close = "close"
     cancel = "cancel"
     reopen = "reopen"
+    transfer = "transfer"
+    auto_resolve = "auto_resolve"
 
 
 STATE_LABELS: dict[State, tuple[str, str]] = {
@@ -50,8 +55,10 @@ STATE_LABELS: dict[State, tuple[str, str]] = {
     State.waiting_parts: ("Waiting for parts", "待料"),
     State.completed: ("Completed", "完成"),
     State.pending_verification: ("Pending verification", "待验收"),
+    State.verified: ("Verified", "已验收"),
     State.closed: ("Closed", "关闭"),
     State.cancelled: ("Cancelled", "取消"),
+    State.reopened: ("Reopened", "重开"),
 }
 
 ACTION_LABELS: dict[Action, tuple[str, str]] = {
@@ -65,36 +72,85 @@ ACTION_LABELS: dict[Action, tuple[str, str]] = {
     Action.resume: ("Resume", "恢复服务"),
     Action.complete: ("Complete", "完工"),
     Action.request_verification: ("Request verification", "提交验收"),
+    Action.confirm: ("Confirm fix", "验收通过"),
     Action.reject: ("Reject fix", "验收不通过"),
     Action.close: ("Close", "关闭"),
     Action.cancel: ("Cancel", "取消"),
     Action.reopen: ("Reopen", "重开"),
+    Action.transfer: ("Transfer", "转派"),
+    Action.auto_resolve: ("Recovered before dispatch", "派单前自动恢复"),
 }
 
 TERMINAL = frozenset({State.closed, State.cancelled})
 OPEN_STATES = frozenset(set(State) - TERMINAL)
-_WORKING = (State.accepted, State.en_route, State.on_site, State.in_progress)
+#: States in which the job is still to be done: a transfer sends it back to dispatch from these.
+BEFORE_COMPLETION = frozenset(
+    {
+        State.new,
+        State.dispatched,
+        State.accepted,
+        State.en_route,
+        State.on_site,
+        State.in_progress,
+        State.waiting_parts,
+        State.reopened,
+    }
+)
+#: Actions that need a reason from whoever takes them (the record must say why).
+NEEDS_REASON = frozenset(
+    {Action.decline, Action.reject, Action.cancel, Action.reopen, Action.transfer}
+)
 
 TRANSITIONS: dict[tuple[State, Action], State] = {
     (State.new, Action.dispatch): State.dispatched,
+    (State.reopened, Action.dispatch): State.dispatched,
     (State.dispatched, Action.accept): State.accepted,
     (State.dispatched, Action.decline): State.new,
-    # An engineer may take an undispatched job directly (the slice's minimal path, and grab mode).
+    # grab mode (抢单): an engineer claims an undispatched job directly
     (State.new, Action.accept): State.accepted,
+    (State.reopened, Action.accept): State.accepted,
     (State.accepted, Action.depart): State.en_route,
     (State.en_route, Action.arrive): State.on_site,
     (State.on_site, Action.start): State.in_progress,
     (State.in_progress, Action.wait_parts): State.waiting_parts,
     (State.waiting_parts, Action.resume): State.in_progress,
-    # Until the full engineer path lands, completion is accepted from any working state.
-    **{(s, Action.complete): State.completed for s in _WORKING},
+    # the engineer of a rejected fix goes straight back to work when still on site
+    (State.reopened, Action.resume): State.in_progress,
+    (State.in_progress, Action.complete): State.completed,
     (State.completed, Action.request_verification): State.pending_verification,
-    (State.pending_verification, Action.reject): State.in_progress,
+    (State.pending_verification, Action.confirm): State.verified,
+    (State.pending_verification, Action.reject): State.reopened,
+    (State.verified, Action.close): State.closed,
+    # a supervisor may close without the customer's word (unreachable customer); the reason is
+    # required and recorded
     (State.completed, Action.close): State.closed,
     (State.pending_verification, Action.close): State.closed,
+    # a fault that cleared before anyone was sent needs no visit (the edge saw it recover)
+    (State.new, Action.auto_resolve): State.closed,
+    (State.reopened, Action.auto_resolve): State.closed,  # reopened by a recurrence, not visited
+    **{(s, Action.transfer): State.new for s in BEFORE_COMPLETION},
     **{(s, Action.cancel): State.cancelled for s in OPEN_STATES},
-    (State.closed, Action.reopen): State.in_progress,
+    (State.closed, Action.reopen): State.reopened,
 }
+
+
+#: What the caller must send with an action (field names as the API spells them).
+_REQUIRED: dict[Action, frozenset[str]] = {
+    Action.dispatch: frozenset({"engineer"}),
+    Action.transfer: frozenset({"department", "reason"}),
+    Action.wait_parts: frozenset({"parts"}),
+    Action.complete: frozenset({"report"}),
+    **{a: frozenset({"reason"}) for a in NEEDS_REASON - {Action.transfer}},
+}
+
+
+def required_inputs(state: State, action: Action) -> frozenset[str]:
+    """The inputs ``action`` needs in ``state``. Closing without the customer's confirmation
+    (from completed or pending verification) is an override and must say why."""
+    needed = _REQUIRED.get(action, frozenset())
+    if action is Action.close and state is not State.verified:
+        needed = needed | {"reason"}
+    return needed
 
 
 class InvalidTransition(ValueError):

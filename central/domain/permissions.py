@@ -2,7 +2,8 @@
 
 Function-level (BFLA): each lifecycle action names the roles that may take it; only supervisors
 close, cancel, reopen or override. Object-level (BOLA): an engineer acts only on their own jobs
-(the ticket's assignee), a customer only on tickets they reported. Nothing here reads a clock or
+(the ticket's assignee), a customer only on tickets they reported; the same table covers
+viewing, notes, photos, parts and ratings. Nothing here reads a clock or
 a database: the route passes the caller and the ticket's owner and assignee in.
 """
 
@@ -43,11 +44,23 @@ class Scope(StrEnum):
     reported = "reported"  # only tickets the caller reported (customers)
 
 
-_E, _D, _S, _C = Role.engineer, Role.dispatcher, Role.supervisor, Role.customer
+class Operation(StrEnum):
+    """What a caller does to a ticket besides moving it through the lifecycle."""
 
-#: action -> (role -> scope). A role missing from an action's entry may not take it at all.
-PERMISSIONS: dict[Action, dict[Role, Scope]] = {
-    Action.dispatch: {_D: Scope.any, _S: Scope.any},
+    view = "view"
+    note = "note"
+    attach = "attach"  # photos, the customer's signature
+    record_parts = "record_parts"
+    rate = "rate"  # CSAT, the customer's
+    customer_link = "customer_link"  # issue the private follow-and-confirm link
+
+
+_E, _D, _S, _C = Role.engineer, Role.dispatcher, Role.supervisor, Role.customer
+_STAFF = {_D: Scope.any, _S: Scope.any}
+
+#: (action or operation) -> (role -> scope). A role missing from an entry may not do it at all.
+PERMISSIONS: dict[Action | Operation, dict[Role, Scope]] = {
+    Action.dispatch: dict(_STAFF),
     # accepting an offer is the engineer's own; grab mode hands the job to the caller first
     Action.accept: {_E: Scope.assigned},
     Action.decline: {_E: Scope.assigned},
@@ -57,19 +70,40 @@ PERMISSIONS: dict[Action, dict[Role, Scope]] = {
     Action.wait_parts: {_E: Scope.assigned},
     Action.resume: {_E: Scope.assigned},
     Action.complete: {_E: Scope.assigned},
-    Action.request_verification: {_E: Scope.assigned, _D: Scope.any, _S: Scope.any},
-    # the customer confirms (close) or rejects the fix on their own tickets; supervisors review
-    Action.reject: {_C: Scope.reported, _S: Scope.any},
-    Action.close: {_C: Scope.reported, _S: Scope.any},
+    Action.request_verification: {_E: Scope.assigned, **_STAFF},
+    # the customer confirms or rejects the fix on their own tickets; only supervisors close,
+    # cancel or reopen (a customer's confirmation is what a supervisor's close reviews)
+    Action.confirm: {_C: Scope.reported},
+    Action.reject: {_C: Scope.reported},
+    Action.close: {_S: Scope.any},
     Action.cancel: {_S: Scope.any},
     Action.reopen: {_S: Scope.any},
+    Action.transfer: dict(_STAFF),
+    Action.auto_resolve: {},  # the system's alone (edge ingest), never a caller's
+    Operation.view: {
+        _E: Scope.assigned,
+        _C: Scope.reported,
+        **_STAFF,
+        Role.planner: Scope.any,
+        Role.admin: Scope.any,
+    },
+    Operation.note: {_E: Scope.assigned, **_STAFF},
+    Operation.attach: {_E: Scope.assigned, **_STAFF},
+    Operation.record_parts: {_E: Scope.assigned},
+    Operation.rate: {_C: Scope.reported},
+    Operation.customer_link: dict(_STAFF),
 }
+
+#: Who may open a ticket through the API (devices open theirs through edge events).
+MAY_CREATE = frozenset({_C, _E, _D, _S})
 
 
 @dataclass(frozen=True)
 class Caller:
     user: str
     role: Role
+    site: str | None = None  # a device's site: its events must be from there
+    department: str | None = None
 
 
 class Forbidden(PermissionError):
@@ -77,7 +111,7 @@ class Forbidden(PermissionError):
 
 
 def authorize(
-    caller: Caller, action: Action, *, assignee: str | None, reporter: str | None
+    caller: Caller, action: Action | Operation, *, assignee: str | None, reporter: str | None
 ) -> None:
     """Raise Forbidden unless ``caller`` may take ``action`` on a ticket with this assignee and
     reporter. Admins administer users and settings, not tickets: they have no ticket actions."""
@@ -100,6 +134,8 @@ def actions_for(caller: Caller, *, assignee: str | None, reporter: str | None) -
     what an app shows as buttons, intersected with the lifecycle's allowed actions."""
     allowed = []
     for action in PERMISSIONS:
+        if not isinstance(action, Action):
+            continue
         try:
             authorize(caller, action, assignee=assignee, reporter=reporter)
         except Forbidden:

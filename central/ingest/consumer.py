@@ -24,7 +24,13 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.ingest.events import IngestOutcome, dead_letter, ingest
+from central.ingest.events import (
+    DEFAULT_POLICY,
+    IngestOutcome,
+    IngestPolicy,
+    dead_letter,
+    ingest,
+)
 from central.ingest.telemetry import store_batches
 from fieldloop.backoff import Backoff
 from fieldloop.brokers import BrokerAddress, client_kwargs
@@ -64,6 +70,7 @@ class EventConsumer:
         on_outcome: Callable[[Event, IngestOutcome], None] | None = None,
         clock: Callable[[], datetime] = _now,
         max_burst: int = MAX_BURST,
+        policy: IngestPolicy = DEFAULT_POLICY,
     ) -> None:
         if max_burst < 1:
             raise ValueError(
@@ -76,6 +83,7 @@ class EventConsumer:
         self.on_outcome = on_outcome
         self.clock = clock
         self.max_burst = max_burst
+        self.policy = policy
         self.connected = asyncio.Event()
         self.processed = 0
         self.telemetry_batches = 0
@@ -144,7 +152,7 @@ class EventConsumer:
             await self._reject(client, topic, site, payload, reason, received)
             return
         try:
-            outcome = await asyncio.to_thread(ingest, self.sessions, event, received)
+            outcome = await asyncio.to_thread(ingest, self.sessions, event, received, self.policy)
         except SQLAlchemyError as exc:
             # Not acked: the edge keeps the event and resends it; nothing is lost.
             log.error("could not store event %s (%s); it will be resent by the edge", event.id, exc)

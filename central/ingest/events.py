@@ -9,14 +9,15 @@ its inbox row and changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from central.domain.lifecycle import State
+from central.domain.lifecycle import Action, State
 from central.services import history
+from central.services.tickets import Step, apply_step
 from central.storage.models import DeadLetter, EdgeEvent, Ticket
 from fieldloop.messages import OPENING_KINDS, AckResult, Event, EventKind
 
@@ -31,12 +32,31 @@ _CATEGORY_BY_KIND = {
 }
 
 
+RECOVERED_BEFORE_DISPATCH = "recovered before dispatch"
+
+
+@dataclass(frozen=True)
+class IngestPolicy:
+    """How edge events turn into tickets (settings: FIELDLOOP_IOT_REOPEN_WINDOW)."""
+
+    # The same fault on the same asset this soon after its ticket closed reopens that ticket:
+    # it was not really fixed, and one record of it is what the service review needs.
+    reopen_window: timedelta = timedelta(hours=24)
+    # A fault that clears before anyone was sent closes its ticket by itself.
+    auto_resolve: bool = True
+
+
+DEFAULT_POLICY = IngestPolicy()
+
+
 @dataclass(frozen=True)
 class IngestOutcome:
     result: AckResult
     ticket_id: int | None
     created: bool = False
     cleared: bool = False
+    reopened: bool = False
+    resolved: bool = False
 
 
 def episode_key(event: Event) -> str:
@@ -55,9 +75,15 @@ def _describe(event: Event) -> str:
     return " ".join(parts)
 
 
-def apply_event(session: Session, event: Event, received_at: datetime) -> IngestOutcome:
-    seen = session.get(EdgeEvent, event.id)
+def apply_event(
+    session: Session,
+    event: Event,
+    received_at: datetime,
+    policy: IngestPolicy = DEFAULT_POLICY,
+) -> IngestOutcome:
+    seen = session.get(EdgeEvent, event.id, with_for_update=True)
     if seen is not None:
+        seen.duplicates += 1  # counted, never applied twice
         return IngestOutcome(AckResult.duplicate, seen.ticket_id)
     key = episode_key(event)
     ticket = session.execute(
@@ -65,7 +91,12 @@ def apply_event(session: Session, event: Event, received_at: datetime) -> Ingest
     ).scalar_one_or_none()
     if ticket is None:
         ticket = _ticket_of_neighbour(session, event)
-    created = False
+    created = reopened = False
+    if ticket is None and event.kind in OPENING_KINDS:
+        ticket = _recent_ticket(session, event, received_at - policy.reopen_window)
+        if ticket is not None:
+            _reopen(session, ticket, event, key, received_at)
+            reopened = True
     if ticket is None and event.kind in OPENING_KINDS:
         ticket = _open_ticket(session, event, key, received_at)
         created = True
@@ -104,13 +135,68 @@ def apply_event(session: Session, event: Event, received_at: datetime) -> Ingest
             data={"event_id": event.id, "seq": event.seq, "value": event.value},
         )
     _derive_fault_state(session, ticket)
+    cleared = was_active and not ticket.fault_active
+    resolved = False
+    if (
+        cleared
+        and policy.auto_resolve
+        and ticket.assignee is None
+        and State(ticket.state) in (State.new, State.reopened)
+    ):
+        apply_step(
+            session,
+            ticket,
+            Step(Action.auto_resolve, note=RECOVERED_BEFORE_DISPATCH, data={"event_id": event.id}),
+            actor=SYSTEM_ACTOR,
+            now=received_at,
+        )
+        resolved = True
     session.flush()
     return IngestOutcome(
         AckResult.committed,
         ticket.id,
         created=created,
-        cleared=was_active and not ticket.fault_active,
+        cleared=cleared,
+        reopened=reopened,
+        resolved=resolved,
     )
+
+
+def _recent_ticket(session: Session, event: Event, since: datetime) -> Ticket | None:
+    """The latest ticket of this (site, asset, rule) closed at or after ``since`` (cancelled
+    tickets are not reopened: someone decided there was nothing to do)."""
+    return session.execute(
+        select(Ticket)
+        .where(
+            Ticket.site == event.site,
+            Ticket.asset_id == event.asset,
+            Ticket.rule_id == event.rule_id,
+            Ticket.state == State.closed.value,
+            Ticket.closed_at >= since,
+        )
+        .order_by(Ticket.closed_at.desc(), Ticket.id.desc())
+        .limit(1)
+        .with_for_update()
+    ).scalar_one_or_none()
+
+
+def _reopen(session: Session, ticket: Ticket, event: Event, key: str, now: datetime) -> None:
+    apply_step(
+        session,
+        ticket,
+        Step(
+            Action.reopen,
+            reason=f"the same fault recurred within the reopen window ({event.kind.value} "
+            f"from {event.device} at {event.event_time.isoformat()})",
+            data={"event_id": event.id},
+        ),
+        actor=SYSTEM_ACTOR,
+        now=now,
+    )
+    ticket.open_episode_key = key
+    ticket.fault_active = True
+    ticket.fault_cleared_at = None
+    ticket.readings = dict(event.readings)
 
 
 def _same_source(event: Event) -> tuple[ColumnElement[bool], ...]:
@@ -220,14 +306,19 @@ def _open_ticket(session: Session, event: Event, key: str, now: datetime) -> Tic
     return ticket
 
 
-def ingest(factory: sessionmaker[Session], event: Event, received_at: datetime) -> IngestOutcome:
+def ingest(
+    factory: sessionmaker[Session],
+    event: Event,
+    received_at: datetime,
+    policy: IngestPolicy = DEFAULT_POLICY,
+) -> IngestOutcome:
     """Apply the event in its own transaction. A unique-constraint race with another central
     replica (same event, or same episode opened at once) is retried: the retry sees the winner's
     rows and turns into a duplicate or an attach."""
     for attempt in range(3):
         try:
             with factory() as session, session.begin():
-                return apply_event(session, event, received_at)
+                return apply_event(session, event, received_at, policy)
         except IntegrityError:
             if attempt == 2:
                 raise

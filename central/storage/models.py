@@ -39,6 +39,24 @@ class Ticket(Base):
     priority: Mapped[str | None] = mapped_column(String(8))
     severity: Mapped[str | None] = mapped_column(String(16))
     location: Mapped[str | None] = mapped_column(String(255))
+    problem_type: Mapped[str | None] = mapped_column(String(64))
+    urgency: Mapped[str | None] = mapped_column(String(16))
+    # who reported it: a user's name when they signed in (their BOLA scope), else as typed
+    reporter: Mapped[str | None] = mapped_column(String(128))
+    reporter_user: Mapped[str | None] = mapped_column(String(128), index=True)
+    contact: Mapped[str | None] = mapped_column(String(255))
+    department: Mapped[str | None] = mapped_column(String(64))
+    transfers: Mapped[int] = mapped_column(default=0, server_default="0")
+    reopen_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    resolution: Mapped[str | None] = mapped_column(Text)
+    completion_report: Mapped[str | None] = mapped_column(Text)
+    signature_sha256: Mapped[str | None] = mapped_column(String(64))
+    # sha256 of the customer's private link token: the token itself is shown once, never stored
+    customer_token_hash: Mapped[str | None] = mapped_column(String(64))
+    csat_score: Mapped[int | None]
+    csat_comment: Mapped[str | None] = mapped_column(Text)
+    rated_at: Mapped[datetime | None]
+    verified_at: Mapped[datetime | None]
     site: Mapped[str | None] = mapped_column(String(128))
     asset_id: Mapped[str | None] = mapped_column(String(128), index=True)
     device_id: Mapped[str | None] = mapped_column(String(128))
@@ -66,6 +84,7 @@ class Ticket(Base):
     )
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+    __table_args__ = (Index("ix_tickets_customer_token_hash", "customer_token_hash", unique=True),)
 
 
 class TicketEvent(Base):
@@ -107,6 +126,8 @@ class EdgeEvent(Base):
     received_at: Mapped[datetime]
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
     payload: Mapped[dict[str, Any]]
+    # redeliveries of this event id: counted, never applied again
+    duplicates: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class DeadLetter(Base):
@@ -154,3 +175,111 @@ class TelemetrySample(Base):
     metric: Mapped[str] = mapped_column(String(128))
     value: Mapped[float] = mapped_column(Double)
     quality: Mapped[str] = mapped_column(String(16))
+
+
+class User(Base):
+    """Someone (or some edge site) that signs in: the role decides what they may do."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(255))  # argon2id; None: tokens only
+    department: Mapped[str | None] = mapped_column(String(64))
+    site: Mapped[str | None] = mapped_column(String(128))  # a device's own site
+    contact: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A bearer token: only its sha256 is kept, so a copy of the database signs nobody in."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    label: Mapped[str | None] = mapped_column(String(128))
+    issued_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Blob(Base):
+    """Uploaded content stored once by its sha256 (a photo sent twice is one blob)."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content_type: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int]
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+
+
+class Attachment(Base):
+    """A photo, signature or document on a ticket; the content is the blob of that hash."""
+
+    __tablename__ = "attachments"
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "sha256", "kind", name="uq_attachments_ticket_blob_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    kind: Mapped[str] = mapped_column(String(16))  # photo | signature | document
+    filename: Mapped[str | None] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int]
+    caption: Mapped[str | None] = mapped_column(String(500))
+    uploaded_by: Mapped[str] = mapped_column(String(128))
+    uploaded_at: Mapped[datetime]
+
+
+class PartUsed(Base):
+    """A spare part fitted on the job (what the stores and the invoice need)."""
+
+    __tablename__ = "parts_used"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    part_no: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(String(255))
+    quantity: Mapped[float] = mapped_column(Double)
+    unit: Mapped[str] = mapped_column(String(16))
+    recorded_by: Mapped[str] = mapped_column(String(128))
+    recorded_at: Mapped[datetime]
+
+
+class IdempotencyKey(Base):
+    """One state-changing request per (caller, Idempotency-Key): its fingerprint and, once it
+    finished, the response a retry gets back."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("principal", "key", name="uq_idempotency_principal_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    principal: Mapped[str] = mapped_column(String(160))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None]  # None while the first request is still running
+    response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    locked_until: Mapped[datetime | None]
+
+
+class WebhookDelivery(Base):
+    """Each accepted inbound webhook delivery, so a replayed delivery creates nothing twice."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("source", "delivery_id", name="uq_webhook_source_delivery"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    delivery_id: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[datetime]
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))

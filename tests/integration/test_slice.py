@@ -58,6 +58,10 @@ async def test_register_crossing_becomes_a_closed_ticket(
         assert ticket["readings"]["discharge_temp"] > 95
         assert "supply_water_temp" in ticket["readings"]
         tid = ticket["id"]
+        # offered and taken while the fault is still on (a fault that clears before anyone is
+        # dispatched closes its ticket by itself: tests/integration/central/test_iot_semantics.py)
+        await stack.act(tid, "dispatch", "disp.zhao", engineer="eng.li")
+        await stack.act(tid, "accept", "eng.li")
 
         async def cleared() -> dict | None:
             t = await stack.ticket(tid)
@@ -66,21 +70,25 @@ async def test_register_crossing_becomes_a_closed_ticket(
         t = await eventually(cleared, within=20, what="the fault to clear")
         assert t["fault_cleared_at"] is not None
 
-        await stack.act(tid, "accept", actor="eng.li")
-        await stack.act(tid, "complete", actor="eng.li", report="cleaned condenser")
-        closed = await stack.act(tid, "close", actor="sup.wang", note="verified")
+        await stack.act(tid, "depart", "eng.li")
+        await stack.act(tid, "arrive", "eng.li", location={"lat": 31.23, "lon": 121.47})
+        await stack.act(tid, "start", "eng.li")
+        await stack.act(tid, "complete", "eng.li", report="cleaned condenser")
+        closed = await stack.act(tid, "close", "sup.wang", reason="verified on the BMS")
         assert closed["state"]["key"] == "closed"
         assert closed["closed_at"] is not None
 
         detail = await stack.ticket(tid)
         assert [h["action"] for h in detail["history"]] == [
-            "created",
-            "fault_cleared",
-            "accept",
-            "complete",
-            "close",
-        ]
-        assert [h["actor"] for h in detail["history"]][2:] == ["eng.li", "eng.li", "sup.wang"]
+            "created", "dispatch", "accept", "fault_cleared", "depart", "arrive", "start",
+            "complete", "close",
+        ]  # fmt: skip
+        assert [h["actor"] for h in detail["history"]][4:] == [
+            "eng.li", "eng.li", "eng.li", "eng.li", "sup.wang",
+        ]  # fmt: skip
+        assert detail["history"][5]["data"]["gps"] == {
+            "lat": 31.23, "lon": 121.47, "accuracy_m": None,
+        }  # fmt: skip
 
         # still exactly one ticket: the clear did not open another, and the whole episode
         # produced two edge events, each stored once, both acked (the outbox drained)

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from central.domain.lifecycle import Action
 from central.ingest.events import ingest
-from central.services.tickets import act
+from central.services.tickets import Step, act
 from central.storage.db import make_engine, migrate, session_factory
 from fieldloop.cli import main
 from fieldloop.messages import Event, EventKind
@@ -33,16 +34,23 @@ def event(asset: str) -> Event:
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    """Two tickets, each taken through accept, complete and close: four entries each."""
+    """Two tickets, each accepted and taken on site: four entries each."""
     engine = make_engine(db_url)
     migrate(engine)
     factory = session_factory(engine)
     for asset in ("CH-01", "CH-02"):
         outcome = ingest(factory, event(asset), T0)
         assert outcome.ticket_id is not None
-        for i, action in enumerate((Action.accept, Action.complete, Action.close), start=1):
+        for i, action in enumerate((Action.accept, Action.depart, Action.arrive), start=1):
             with factory() as s, s.begin():
-                act(s, outcome.ticket_id, action, actor="eng.li", now=T0 + timedelta(minutes=i))
+                act(
+                    s,
+                    outcome.ticket_id,
+                    Step(action),
+                    caller=None,
+                    actor="eng.li",
+                    now=T0 + timedelta(minutes=i),
+                )
     try:
         yield engine
     finally:
@@ -60,13 +68,35 @@ def test_a_clean_history_verifies(
     assert verify(db_url, capsys) == (0, "audit verify: 2 ticket(s), 8 entries: OK\n")
 
 
+def tamper(engine: Engine, sql: str) -> None:
+    """What someone with the database owner's rights can do: lift the append-only guard first."""
+    with engine.begin() as c:
+        if engine.dialect.name == "postgresql":
+            c.execute(text("ALTER TABLE ticket_events DISABLE TRIGGER ticket_events_append_only"))
+        else:
+            c.execute(text("DROP TRIGGER ticket_events_no_update"))
+            c.execute(text("DROP TRIGGER ticket_events_no_delete"))
+        c.execute(text(sql))
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE ticket_events SET actor = 'someone.else' WHERE ticket_id = 2 AND seq = 2",
+        "DELETE FROM ticket_events WHERE ticket_id = 1 AND seq = 4",
+    ],
+)
+def test_the_database_refuses_to_change_history(engine: Engine, sql: str) -> None:
+    with pytest.raises(DBAPIError, match="append-only"), engine.begin() as c:
+        c.execute(text(sql))
+
+
 def test_an_edited_entry_is_named(
     db_url: str, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with engine.begin() as c:
-        c.execute(
-            text("UPDATE ticket_events SET actor = 'someone.else' WHERE ticket_id = 2 AND seq = 2")
-        )
+    tamper(
+        engine, "UPDATE ticket_events SET actor = 'someone.else' WHERE ticket_id = 2 AND seq = 2"
+    )
     code, out = verify(db_url, capsys)
     assert code == 1
     assert "BROKEN ticket #2: entry 2: content does not match its hash (altered)" in out
@@ -77,8 +107,7 @@ def test_an_edited_entry_is_named(
 def test_a_deleted_middle_entry_is_named(
     db_url: str, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with engine.begin() as c:
-        c.execute(text("DELETE FROM ticket_events WHERE ticket_id = 1 AND seq = 2"))
+    tamper(engine, "DELETE FROM ticket_events WHERE ticket_id = 1 AND seq = 2")
     code, out = verify(db_url, capsys)
     assert code == 1
     assert "BROKEN ticket #1: entry 3: expected entry 2, found 3" in out
@@ -87,8 +116,7 @@ def test_a_deleted_middle_entry_is_named(
 def test_a_deleted_last_entry_is_caught_by_the_anchor(
     db_url: str, engine: Engine, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with engine.begin() as c:
-        c.execute(text("DELETE FROM ticket_events WHERE ticket_id = 1 AND seq = 4"))
+    tamper(engine, "DELETE FROM ticket_events WHERE ticket_id = 1 AND seq = 4")
     code, out = verify(db_url, capsys)
     assert code == 1
     assert (

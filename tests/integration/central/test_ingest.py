@@ -20,7 +20,7 @@ from support import eventually
 
 from central.domain.lifecycle import Action
 from central.ingest.consumer import EventConsumer
-from central.services.tickets import act
+from central.services.tickets import Step, act
 from central.storage.db import make_engine, migrate, session_factory
 from central.storage.models import (
     DeadLetter,
@@ -171,23 +171,22 @@ async def test_episode_attaches_clears_and_reopens_after_close(harness: Harness)
     assert (await harness.next_ack()).ticket_id == tid
     assert harness.count(Ticket) == 1
 
+    # it clears before anyone was dispatched: the ticket resolves itself
     await harness.publish(make_event(EventKind.fault_cleared, seq=3, value=85.0).to_json())
     assert (await harness.next_ack()).ticket_id == tid
     with harness.sessions() as s:
         t = s.get(Ticket, tid)
         assert t is not None and not t.fault_active and t.fault_cleared_at is not None
+        assert (t.state, t.resolution) == ("closed", "recovered before dispatch")
 
-    now = datetime.now(UTC)
-    with harness.sessions() as s, s.begin():
-        act(s, tid, Action.accept, actor="eng", now=now)  # type: ignore[arg-type]
-        act(s, tid, Action.complete, actor="eng", now=now)  # type: ignore[arg-type]
-        act(s, tid, Action.close, actor="sup", now=now)  # type: ignore[arg-type]
-
-    # the episode is over: the next fault is a new ticket
+    # the same fault again within the reopen window: the same ticket, reopened
     await harness.publish(make_event(seq=4).to_json())
-    second = (await harness.next_ack()).ticket_id
-    assert second is not None and second != tid
-    assert harness.count(Ticket) == 2
+    assert (await harness.next_ack()).ticket_id == tid
+    with harness.sessions() as s:
+        t = s.get(Ticket, tid)
+        assert t is not None and (t.state, t.reopen_count, t.fault_active) == ("reopened", 1, True)
+        assert t.occurrences == 3
+    assert harness.count(Ticket) == 1
 
 
 async def test_a_clear_that_overtakes_its_open_leaves_the_fault_cleared(harness: Harness) -> None:
@@ -244,9 +243,11 @@ async def test_a_clear_after_the_ticket_was_closed_still_lands_on_it(harness: Ha
     assert tid is not None
     now = datetime.now(UTC)
     with harness.sessions() as s, s.begin():
-        act(s, tid, Action.accept, actor="eng", now=now)
-        act(s, tid, Action.complete, actor="eng", now=now)
-        act(s, tid, Action.close, actor="sup", now=now)  # closed while the fault is still on
+        for action in (Action.accept, Action.depart, Action.arrive, Action.start):
+            act(s, tid, Step(action), caller=None, actor="eng", now=now)
+        act(s, tid, Step(Action.complete, report="fixed"), caller=None, actor="eng", now=now)
+        # closed while the fault is still on
+        act(s, tid, Step(Action.close, reason="on site"), caller=None, actor="sup", now=now)
 
     await harness.publish(make_event(EventKind.fault_cleared, seq=2, value=85.0).to_json())
     assert (await harness.next_ack()).ticket_id == tid

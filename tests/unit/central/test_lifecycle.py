@@ -19,6 +19,7 @@ from central.domain.lifecycle import (
     next_state,
     parse_action,
     parse_state,
+    required_inputs,
 )
 
 ALL_PAIRS = list(itertools.product(State, Action))
@@ -26,9 +27,13 @@ VALID = [(s, a) for s, a in ALL_PAIRS if (s, a) in TRANSITIONS]
 INVALID = [(s, a) for s, a in ALL_PAIRS if (s, a) not in TRANSITIONS]
 
 # The table as the maintenance process describes it, written out independently of the code.
+_BEFORE_COMPLETION = [State.new, State.dispatched, State.accepted, State.en_route, State.on_site,
+                      State.in_progress, State.waiting_parts, State.reopened]  # fmt: skip
 EXPECTED_TRANSITIONS = {
     (State.new, Action.dispatch): State.dispatched,
+    (State.reopened, Action.dispatch): State.dispatched,
     (State.new, Action.accept): State.accepted,
+    (State.reopened, Action.accept): State.accepted,
     (State.dispatched, Action.accept): State.accepted,
     (State.dispatched, Action.decline): State.new,
     (State.accepted, Action.depart): State.en_route,
@@ -36,15 +41,18 @@ EXPECTED_TRANSITIONS = {
     (State.on_site, Action.start): State.in_progress,
     (State.in_progress, Action.wait_parts): State.waiting_parts,
     (State.waiting_parts, Action.resume): State.in_progress,
-    (State.accepted, Action.complete): State.completed,
-    (State.en_route, Action.complete): State.completed,
-    (State.on_site, Action.complete): State.completed,
+    (State.reopened, Action.resume): State.in_progress,
     (State.in_progress, Action.complete): State.completed,
     (State.completed, Action.request_verification): State.pending_verification,
-    (State.pending_verification, Action.reject): State.in_progress,
+    (State.pending_verification, Action.confirm): State.verified,
+    (State.pending_verification, Action.reject): State.reopened,
+    (State.verified, Action.close): State.closed,
     (State.completed, Action.close): State.closed,
     (State.pending_verification, Action.close): State.closed,
-    (State.closed, Action.reopen): State.in_progress,
+    (State.new, Action.auto_resolve): State.closed,
+    (State.reopened, Action.auto_resolve): State.closed,
+    (State.closed, Action.reopen): State.reopened,
+    **{(s, Action.transfer): State.new for s in _BEFORE_COMPLETION},
     **{
         (s, Action.cancel): State.cancelled
         for s in State
@@ -93,8 +101,12 @@ def test_table_covers_every_pair_exactly_once():
 
 
 def test_allowed_actions_examples():
-    assert set(allowed_actions(State.new)) == {Action.dispatch, Action.accept, Action.cancel}
-    assert set(allowed_actions(State.waiting_parts)) == {Action.resume, Action.cancel}
+    assert set(allowed_actions(State.new)) == {
+        Action.dispatch, Action.accept, Action.transfer, Action.auto_resolve, Action.cancel,
+    }  # fmt: skip
+    assert set(allowed_actions(State.waiting_parts)) == {
+        Action.resume, Action.transfer, Action.cancel,
+    }  # fmt: skip
     assert set(allowed_actions(State.completed)) == {
         Action.request_verification,
         Action.close,
@@ -131,15 +143,17 @@ def test_every_state_is_reachable_from_new():
     assert seen == set(State)
 
 
-def test_minimal_path_new_accept_complete_close():
-    s = State.new
-    for action in (Action.accept, Action.complete, Action.close):
-        s = next_state(s, action)
-    assert s is State.closed
+def test_completion_is_only_from_work_in_progress():
+    for state in State:
+        if state is not State.in_progress:
+            with pytest.raises(InvalidTransition):
+                next_state(state, Action.complete)
 
 
-def test_full_engineer_path_with_parts_and_verification():
+def test_full_engineer_path_with_parts_rejection_and_verification():
     path = [
+        (Action.dispatch, State.dispatched),
+        (Action.decline, State.new),
         (Action.dispatch, State.dispatched),
         (Action.accept, State.accepted),
         (Action.depart, State.en_route),
@@ -149,16 +163,46 @@ def test_full_engineer_path_with_parts_and_verification():
         (Action.resume, State.in_progress),
         (Action.complete, State.completed),
         (Action.request_verification, State.pending_verification),
-        (Action.reject, State.in_progress),
+        (Action.reject, State.reopened),
+        (Action.resume, State.in_progress),
         (Action.complete, State.completed),
         (Action.request_verification, State.pending_verification),
+        (Action.confirm, State.verified),
         (Action.close, State.closed),
-        (Action.reopen, State.in_progress),
+        (Action.reopen, State.reopened),
+        (Action.dispatch, State.dispatched),
     ]
     s = State.new
     for action, expected in path:
         s = next_state(s, action)
         assert s is expected, action
+
+
+@pytest.mark.parametrize("state", _BEFORE_COMPLETION)
+def test_a_transfer_sends_unfinished_work_back_to_dispatch(state):
+    assert next_state(state, Action.transfer) is State.new
+
+
+@pytest.mark.parametrize(
+    "state", [State.completed, State.pending_verification, State.verified, State.closed]
+)
+def test_finished_work_is_not_transferred(state):
+    with pytest.raises(InvalidTransition):
+        next_state(state, Action.transfer)
+
+
+def test_required_inputs():
+    assert required_inputs(State.new, Action.dispatch) == {"engineer"}
+    assert required_inputs(State.new, Action.transfer) == {"department", "reason"}
+    assert required_inputs(State.in_progress, Action.wait_parts) == {"parts"}
+    assert required_inputs(State.in_progress, Action.complete) == {"report"}
+    for action in (Action.decline, Action.reject, Action.cancel, Action.reopen):
+        assert required_inputs(State.new, action) == {"reason"}
+    # closing over the customer's head is an override that must say why
+    assert required_inputs(State.verified, Action.close) == frozenset()
+    assert required_inputs(State.completed, Action.close) == {"reason"}
+    assert required_inputs(State.pending_verification, Action.close) == {"reason"}
+    assert required_inputs(State.on_site, Action.start) == frozenset()
 
 
 # ---------------------------------------------------------------- labels
