@@ -322,6 +322,18 @@ async def run_demo(opts: DemoOptions) -> int:
         except Exception as exc:  # any failure of a part is the check's answer, said plainly
             print(f"demo --check FAILED: {type(exc).__name__}: {exc}", flush=True)
             return 1
+        from central.services.audit import verify
+
+        with central.app.state.sessions() as session:
+            audit = verify(session)
+        if not audit.ok:
+            print(f"demo --check FAILED: the audit chain is broken: {audit.broken}", flush=True)
+            return 1
+        print(
+            f"==> audit chain verified: {audit.entries} hash-chained entries over "
+            f"{audit.tickets} ticket(s) (fieldloop audit verify --db {db_url})",
+            flush=True,
+        )
         print(f"demo --check OK: ticket #{tid} went from a Modbus register to closed", flush=True)
         return 0
     return 0
