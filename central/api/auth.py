@@ -45,3 +45,19 @@ def require_role(caller: Caller, *roles: Role) -> None:
             + ", ".join(r.value for r in roles)
             + ")",
         )
+
+
+#: The board's sign-in cookie. Only read by GET pages (the board), never by an API call that
+#: changes anything, so a forged cross-site request has nothing to ride on.
+BOARD_COOKIE = "fieldloop_board"
+
+
+def caller_from_cookie(request: Request) -> Caller | None:
+    token = request.cookies.get(BOARD_COOKIE)
+    if not token:
+        return None
+    with request.app.state.sessions() as session:
+        try:
+            return caller_for_token(session, token, datetime.now(UTC))
+        except TokenRefused:
+            return None

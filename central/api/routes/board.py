@@ -3,14 +3,19 @@ Server-rendered with no JavaScript framework so it works on any screen in the co
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from html import escape
+from typing import Annotated
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import case, select
 
+from central.api.auth import BOARD_COOKIE, caller_from_cookie
 from central.api.deps import SessionDep
 from central.domain.lifecycle import STATE_LABELS, TERMINAL, State
+from central.domain.permissions import Role
+from central.services.users import UserError, authenticate, issue_token
 from central.storage.models import Ticket
 
 router = APIRouter(tags=["board"])
@@ -34,8 +39,68 @@ th{{background:#f4f4f4}}.P1{{color:#b00;font-weight:bold}}.P2{{color:#c60}}
 </table></body></html>"""
 
 
-@router.get("/board", response_class=HTMLResponse, include_in_schema=False)
-def board(session: SessionDep) -> HTMLResponse:
+#: Who watches the board: the people who dispatch, supervise and plan.
+BOARD_ROLES = frozenset({Role.dispatcher, Role.supervisor, Role.planner, Role.admin})
+SIGN_IN_FOR = timedelta(hours=12)
+
+_LOGIN = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>Sign in 登录</title>
+<style>body{{font:16px system-ui,sans-serif;margin:2rem;max-width:24rem}}
+input{{display:block;width:100%;margin:.3rem 0 1rem}}.err{{color:#b00}}</style></head><body>
+<h1>FieldLoop board 工单看板</h1>{error}
+<form method="post" action="/login"><label>User 用户名<input name="username" required
+autocomplete="username" value="{username}"></label><label>Password 密码<input name="password"
+type="password" required autocomplete="current-password"></label>
+<button>Sign in 登录</button></form></body></html>"""
+
+
+def _login_page(error: str = "", username: str = "", status_code: int = 200) -> HTMLResponse:
+    err = f'<p class="err">{escape(error)}</p>' if error else ""
+    return HTMLResponse(
+        _LOGIN.format(error=err, username=escape(username, quote=True)), status_code=status_code
+    )
+
+
+@router.get("/login", response_class=HTMLResponse, include_in_schema=False)
+def login_form() -> HTMLResponse:
+    return _login_page()
+
+
+@router.post("/login", include_in_schema=False, response_model=None)
+def login(
+    request: Request,
+    session: SessionDep,
+    username: Annotated[str, Form(max_length=128)],
+    password: Annotated[str, Form(max_length=1024)],
+) -> HTMLResponse | RedirectResponse:
+    now = datetime.now(UTC)
+    with session.begin():
+        try:
+            user = authenticate(session, username.strip(), password)
+        except UserError as exc:
+            return _login_page(str(exc), username, 401)
+        if Role(user.role) not in BOARD_ROLES:
+            return _login_page(f"a {user.role} does not use the board", username, 403)
+        token = issue_token(session, user, now=now, ttl=SIGN_IN_FOR, label="board").token
+    response = RedirectResponse("/board", status_code=303)
+    response.set_cookie(
+        BOARD_COOKIE,
+        token,
+        max_age=int(SIGN_IN_FOR.total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.get("/board", response_class=HTMLResponse, include_in_schema=False, response_model=None)
+def board(request: Request, session: SessionDep) -> HTMLResponse | RedirectResponse:
+    caller = caller_from_cookie(request)
+    if caller is None:
+        return RedirectResponse("/login", status_code=303)
+    if caller.role not in BOARD_ROLES:
+        return HTMLResponse("the board is for dispatchers and supervisors", status_code=403)
     open_first = case((Ticket.state.in_([s.value for s in TERMINAL]), 1), else_=0)
     tickets = list(
         session.execute(select(Ticket).order_by(open_first, Ticket.id.desc()).limit(200)).scalars()

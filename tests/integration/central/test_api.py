@@ -474,10 +474,32 @@ def test_list_filters_by_state_in_either_language(client: TestClient) -> None:
     assert r.status_code == 422 and "新建" in r.json()["detail"]
 
 
-def test_board_docs_and_states(client: TestClient) -> None:
+def test_the_board_needs_a_dispatcher_or_supervisor_signed_in(client: TestClient) -> None:
     raise_ticket(client)
+    r = client.get("/board", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    with client.app.state.sessions() as s, s.begin():  # type: ignore[attr-defined]
+        now = datetime.now(UTC)
+        create_user(s, "disp.ma", Role.dispatcher, now=now, password="board password")
+        create_user(s, "eng.ma", Role.engineer, now=now, password="board password")
+    r = client.post("/login", data={"username": "disp.ma", "password": "nope nope"})
+    assert r.status_code == 401 and "wrong password" in r.text
+    r = client.post("/login", data={"username": "eng.ma", "password": "board password"})
+    assert r.status_code == 403
+    r = client.post(
+        "/login", data={"username": "disp.ma", "password": "board password"},
+        follow_redirects=False,
+    )  # fmt: skip
+    assert r.status_code == 303
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
     board = client.get("/board")
     assert board.status_code == 200 and "新建" in board.text and "CH-01" in board.text
+    # the cookie signs in the board page only, never an API call
+    assert client.get("/tickets").status_code == 401
+
+
+def test_docs_and_states(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/tickets", "/tickets/{ticket_id}", "/tickets/{ticket_id}/accept",
