@@ -1,5 +1,6 @@
 """Signed webhooks, Stripe style: ``FieldLoop-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>]``,
-each v1 the HMAC-SHA256 of ``f"{t}.".encode() + raw_body`` under one of the source's secrets.
+each v1 the HMAC-SHA256 of ``f"{t}.".encode() + signed`` under one of the source's secrets, where
+the webhook route signs ``f"{delivery_id}.".encode() + raw_body``.
 Signing the timestamp with the body lets a captured delivery be refused once the replay window
 has passed; several v1 values and several secrets let a secret be rotated without downtime.
 Pure: the caller passes ``now``."""

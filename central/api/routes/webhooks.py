@@ -200,15 +200,25 @@ async def receive(
     delivery: Annotated[str | None, Header(alias=DELIVERY_HEADER, include_in_schema=False)] = None,
 ) -> JSONResponse:
     """A problem report from another system, in the body a TicketRequest as JSON, signed with
-    ``FieldLoop-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>``."""
+    ``FieldLoop-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<delivery id>." + body>``
+    and ``FieldLoop-Delivery: <delivery id>``."""
     config = intake_config(request)
     body = await read_body(request)  # the exact bytes that were signed, before any parsing
     now = datetime.now(UTC)
+    delivery_id = (delivery or "").strip()
+    if not _DELIVERY_ID.fullmatch(delivery_id):
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"{DELIVERY_HEADER} header required: the sender's id of this delivery, 1-128 "
+            "printable ASCII characters, the same on every retry",
+        )
     keys = _secrets_for(config, source)
     try:
         verify(
             signature,
-            body,
+            # the delivery id is signed too: a captured delivery resent under a new id would
+            # otherwise make a second ticket within the replay window
+            delivery_id.encode() + b"." + body,
             keys or (_DECOY_SECRET,),
             now=now.timestamp(),
             window_s=config.replay_window_s,
@@ -225,13 +235,6 @@ async def receive(
     if keys is None:  # unreachable unless someone signs with the decoy; answer as for any other
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such webhook source")
 
-    delivery_id = (delivery or "").strip()
-    if not _DELIVERY_ID.fullmatch(delivery_id):
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            f"{DELIVERY_HEADER} header required: the sender's id of this delivery, 1-128 "
-            "printable ASCII characters, the same on every retry",
-        )
     try:
         req = TicketRequest.model_validate_json(body)
     except ValidationError as exc:

@@ -79,6 +79,7 @@ def deliver(
 ) -> httpx.Response:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     signed = body if signed_body is None else signed_body
+    signed = f"{delivery or ''}.".encode() + signed  # the delivery id is signed with the body
     headers = {
         "Content-Type": "application/json",
         "FieldLoop-Signature": sign(secret, signed, int(time.time()) if t is None else t),
@@ -412,3 +413,21 @@ def test_an_app_never_configured_has_no_public_form() -> None:
     app.include_router(report_form.router)
     with TestClient(app) as c:
         assert c.get("/report").status_code == 404
+
+
+def test_a_captured_delivery_resent_under_a_new_id_is_refused(client: TestClient) -> None:
+    body = json.dumps(REPORT).encode()
+    header = sign(SECRET, b"evt-1." + body, int(time.time()))
+    first = client.post(
+        "/intake/webhooks/cmms",
+        content=body,
+        headers={"FieldLoop-Signature": header, "FieldLoop-Delivery": "evt-1"},
+    )
+    assert first.status_code == 201, first.text
+    replayed = client.post(
+        "/intake/webhooks/cmms",
+        content=body,
+        headers={"FieldLoop-Signature": header, "FieldLoop-Delivery": "evt-2"},
+    )
+    assert replayed.status_code == 401 and "mismatch" in replayed.text
+    assert counts(client) == (1, 1)
