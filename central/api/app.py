@@ -7,9 +7,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from central.api import errors
 from central.api.body_limit import BodyLimitMiddleware
@@ -26,6 +28,7 @@ from central.api.routes import (
 )
 from central.ingest.consumer import EventConsumer
 from central.ingest.events import IngestOutcome, IngestPolicy
+from central.services.idempotency import KEEP_FOR, purge_expired
 from central.settings import Settings
 from central.storage.db import make_engine, migrate, session_factory
 from fieldloop import __version__
@@ -34,6 +37,26 @@ from fieldloop.messages import Event
 from fieldloop.topics import Topics
 
 log = logging.getLogger("fieldloop.central")
+
+
+HOUSEKEEPING_EVERY = 600.0  # seconds
+
+
+async def _housekeeping(app: FastAPI) -> None:
+    """Forget idempotency keys after a day (a retry after that is a new request)."""
+    while True:
+        try:
+            await asyncio.to_thread(_purge, app)
+        except SQLAlchemyError as exc:  # the database may be down for a while; try again later
+            log.warning("housekeeping failed, will retry: %s", exc)
+        await asyncio.sleep(HOUSEKEEPING_EVERY)
+
+
+def _purge(app: FastAPI) -> None:
+    with app.state.sessions() as session, session.begin():
+        n = purge_expired(session, datetime.now(UTC) - KEEP_FOR)
+    if n:
+        log.info("forgot %d idempotency key(s) older than %s", n, KEEP_FOR)
 
 
 def create_app(
@@ -67,13 +90,16 @@ def create_app(
             )
             app.state.consumer = consumer
             task = asyncio.create_task(consumer.run(), name="edge-event-consumer")
+        housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
+            for t in (task, housekeeping):
+                if t is None:
+                    continue
+                t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                    await t
             engine.dispose()
 
     app = FastAPI(
