@@ -12,7 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from central.domain.permissions import Role
-from central.services.users import UserError, create_user, find_user, issue_token
+from central.services.users import (
+    MAX_TOKEN_TTL,
+    UserError,
+    create_user,
+    find_user,
+    issue_token,
+)
 from central.storage.db import make_engine, migrate, session_factory
 from central.storage.models import User
 
@@ -35,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     try:
         migrate(engine)  # a fresh database can be bootstrapped before central first starts
+        ttl_days = getattr(args, "ttl_days", 1.0)
+        if not 0 < ttl_days <= MAX_TOKEN_TTL.days:  # before timedelta(): inf, 1e10 overflow it
+            raise UserError(
+                f"--ttl-days {ttl_days:g}: token lifetime must be between 1 s and "
+                f"{MAX_TOKEN_TTL.days} days"
+            )
         with session_factory(engine)() as session, session.begin():
             if args.action == "list":
                 for u in session.execute(select(User).order_by(User.username)).scalars():

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from central.domain.lifecycle import Action, State
 from central.services import history
 from central.services.tickets import Step, apply_step
-from central.storage.models import DeadLetter, EdgeEvent, Ticket
+from central.storage.models import DeadLetter, EdgeEvent, Ticket, TicketEvent
 from fieldloop.messages import OPENING_KINDS, AckResult, Event, EventKind
 
 SYSTEM_ACTOR = "system:edge-ingest"
@@ -140,8 +140,8 @@ def apply_event(
     if (
         cleared
         and policy.auto_resolve
-        and ticket.assignee is None
         and State(ticket.state) in (State.new, State.reopened)
+        and not _sent_since_opened(session, ticket)
     ):
         apply_step(
             session,
@@ -160,6 +160,27 @@ def apply_event(
         reopened=reopened,
         resolved=resolved,
     )
+
+
+def _sent_since_opened(session: Session, ticket: Ticket) -> bool:
+    """Whether anyone was dispatched to (or took) the ticket since it was opened or last
+    reopened: a job transferred back to the queue after a visit was not "recovered before
+    dispatch", even though it is new and unassigned again."""
+    opened = (
+        select(func.max(TicketEvent.seq))
+        .where(TicketEvent.ticket_id == ticket.id, TicketEvent.action.in_(("created", "reopen")))
+        .scalar_subquery()
+    )
+    sent = session.execute(
+        select(TicketEvent.id)
+        .where(
+            TicketEvent.ticket_id == ticket.id,
+            TicketEvent.action.in_((Action.dispatch.value, Action.accept.value)),
+            TicketEvent.seq > opened,
+        )
+        .limit(1)
+    ).first()
+    return sent is not None
 
 
 def _recent_ticket(session: Session, event: Event, since: datetime) -> Ticket | None:

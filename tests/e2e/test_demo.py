@@ -31,10 +31,15 @@ def test_demo_check_embedded_broker_and_sqlite(
         "crossed > 95.0",
         "stored in outbox, publishing",
         "==> ticket #1 opened for asset CH-01",
-        "accepted ticket #1",
+        "dispatched ticket #1 to eng.li (派单)",
+        "accepted (接单)",
+        "on site (到达",
+        "waiting for a gasket (待料)",
         "back to normal",
         "completed ticket #1",
+        "the customer confirmed (验收通过) and rated 5/5",
         "closed ticket #1",
+        "audit chain verified",
         "demo --check OK",
     ]
     positions = [out.find(s) for s in steps]

@@ -50,7 +50,7 @@ class Progress(BaseModel):
 
 
 def _actor(ticket: Ticket) -> str:
-    return f"customer:{ticket.reporter or 'link'}"
+    return f"customer:{ticket.reporter or 'link'}"[:128]  # the history's actor column
 
 
 def _load(session: Session, token: str, *, lock: bool = False) -> Ticket:

@@ -424,13 +424,6 @@ def test_a_clear_delivered_three_times_resolves_once(db: Db) -> None:
     db.assert_audit_ok()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: apply_event auto-resolves any ticket that is new/reopened with no assignee, so a "
-    "job that an engineer was sent to and worked on, then transferred to another department "
-    "(transfer -> state new, assignee None), is closed as 'recovered before dispatch' when the "
-    "fault clears, although it was dispatched and visited",
-)
 def test_a_clear_after_a_visited_job_was_transferred_is_not_recovered_before_dispatch(
     db: Db,
 ) -> None:
