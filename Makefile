@@ -32,6 +32,7 @@ bench: $(STAMP) services
 	$(BIN)/python bench/edge_throughput.py
 	$(BIN)/python bench/central_ingest.py
 	$(BIN)/python bench/simulator_throughput.py
+	$(BIN)/python bench/ticket_transitions.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -281,5 +281,7 @@ class WebhookDelivery(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(64))
     delivery_id: Mapped[str] = mapped_column(String(128))
+    # the delivery's body: the same id with another body is a sender's bug, refused, not merged
+    body_sha256: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime]
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))

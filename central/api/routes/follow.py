@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, status
+from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -131,7 +131,7 @@ _PAGE = """<!doctype html><html lang="zh"><head><meta charset="utf-8">
 <style>body{{font:16px system-ui,sans-serif;margin:1rem;max-width:40rem}}
 li{{margin:.3rem 0}}form{{margin:1rem 0}}textarea{{width:100%}}.err{{color:#b00}}</style>
 </head><body><h1>#{id} {title}</h1><p>{location}</p>
-<p>Status 状态: <b>{state_en} {state_zh}</b>{engineer}</p>{error}{report}
+{reported}<p>Status 状态: <b>{state_en} {state_zh}</b>{engineer}</p>{error}{report}
 <h2>Progress 进度</h2><ol>{steps}</ol>{forms}</body></html>"""
 
 _CONFIRM = """<h2>Is it fixed? 是否修好?</h2>
@@ -145,7 +145,14 @@ _RATE = """<h2>Rate the service 服务评价</h2><form method="post" action="/t/
 placeholder="Comment 评价"></textarea><button>Send 提交</button></form>"""
 
 
-def _page(token: str, p: Progress, error: str | None = None) -> str:
+_REPORTED = """<div style="border:2px solid #2a6;padding:.5rem 1rem;margin:1rem 0">
+<p><strong>Reported · 已提交.</strong> <strong>Keep this page's address</strong>: it is your
+private link to follow the work and confirm when it is done; anyone who has it can see this
+ticket.</p><p><strong>请保存本页地址</strong>：这是您的私人链接，用于查看维修进度并在完工后确认，
+持有链接的人都可以查看此工单。</p><p><code>{url}</code></p></div>"""
+
+
+def _page(token: str, p: Progress, error: str | None = None, reported_url: str = "") -> str:
     t = escape(token, quote=True)
     steps = "".join(
         f"<li>{h.at:%Y-%m-%d %H:%M} UTC · "
@@ -166,6 +173,7 @@ def _page(token: str, p: Progress, error: str | None = None) -> str:
         state_zh=escape(p.state.zh),
         engineer=f" · engineer 工程师 {escape(p.engineer)}" if p.engineer else "",
         error=f'<p class="err">{escape(error)}</p>' if error else "",
+        reported=_REPORTED.format(url=escape(reported_url)) if reported_url else "",
         report=(
             f"<p>Report 完工报告: {escape(p.completion_report)}</p>" if p.completion_report else ""
         ),
@@ -175,8 +183,12 @@ def _page(token: str, p: Progress, error: str | None = None) -> str:
 
 
 @router.get("/t/{token}", response_class=HTMLResponse, include_in_schema=False)
-def page(token: str, session: SessionDep) -> HTMLResponse:
-    return HTMLResponse(_page(token, _progress(_load(session, token))))
+def page(token: str, request: Request, session: SessionDep, reported: bool = False) -> HTMLResponse:
+    url = str(request.url.remove_query_params("reported")) if reported else ""
+    return HTMLResponse(
+        _page(token, _progress(_load(session, token)), reported_url=url),
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
 
 
 def _form_result(session: Session, token: str, run: Any) -> HTMLResponse | RedirectResponse:

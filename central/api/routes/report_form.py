@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, HTTPException, Request, status
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -194,8 +194,8 @@ def _open(session: Session, req: TicketRequest) -> Opened:
         return create_ticket(session, req, source="web", actor=f"web:{req.reporter}", now=now)
 
 
-@router.post("/report", response_class=HTMLResponse, include_in_schema=False)
-async def submit_report(request: Request, session: SessionDep) -> HTMLResponse:
+@router.post("/report", include_in_schema=False, response_model=None)
+async def submit_report(request: Request, session: SessionDep) -> HTMLResponse | RedirectResponse:
     _guard(request)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
@@ -233,16 +233,10 @@ async def submit_report(request: Request, session: SessionDep) -> HTMLResponse:
         )
 
     opened = await run_in_threadpool(_open, session, req)
-    follow = f"/t/{opened.customer_token}"
-    shown = str(request.base_url).rstrip("/") + follow
-    body_html = (
-        "<h1>Reported · 已提交</h1>"
-        f"<p>Ticket number · 工单号: <strong>#{opened.ticket.id}</strong></p>"
-        '<div class="box"><p><strong>Keep this private link</strong> to follow the work and '
-        "confirm when it is done. It is shown only this once; anyone who has it can see this "
-        "ticket.</p><p><strong>请保存此私人链接</strong>，用于查看维修进度并在完工后确认。"
-        "此链接只显示这一次，持有链接的人都可以查看此工单。</p>"
-        f'<p class="link"><a href="{_e(follow)}">{_e(shown)}</a></p></div>'
-        '<p><a href="/report">Report another problem · 报告其他问题</a></p>'
+    # post/redirect/get: the customer lands on their ticket's own page (its address is the
+    # private link), and reloading it does not report the problem a second time
+    return RedirectResponse(
+        f"/t/{opened.customer_token}?reported=1",
+        status_code=status.HTTP_303_SEE_OTHER,
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
     )
-    return _page(f"Ticket #{opened.ticket.id} · 工单", body_html, status.HTTP_201_CREATED)

@@ -3,6 +3,7 @@ ticket, and a delivery sent again (the sender retries when it missed our answer)
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import re
@@ -139,8 +140,25 @@ def _duplicate(session: Session, delivery: WebhookDelivery) -> WebhookAccepted:
     )
 
 
+class DeliveryReused(ValueError):
+    """The delivery id was already used for a different body."""
+
+
+def _check_same(seen: WebhookDelivery, body_sha256: str) -> None:
+    if seen.body_sha256 != body_sha256:
+        raise DeliveryReused(
+            f"{DELIVERY_HEADER} {seen.delivery_id!r} was already used for a different body "
+            f"(ticket {seen.ticket_id}); each delivery needs its own id"
+        )
+
+
 def _store(
-    session: Session, source: str, delivery_id: str, req: TicketRequest, now: datetime
+    session: Session,
+    source: str,
+    delivery_id: str,
+    req: TicketRequest,
+    now: datetime,
+    body_sha256: str,
 ) -> WebhookAccepted:
     """The delivery row and its ticket in one transaction. Checking first answers a plain retry
     cheaply; the unique (source, delivery_id) constraint settles two copies arriving together:
@@ -150,8 +168,11 @@ def _store(
         with session.begin():
             seen = _find(session, source, delivery_id)
             if seen is not None:
+                _check_same(seen, body_sha256)
                 return _duplicate(session, seen)
-            delivery = WebhookDelivery(source=source, delivery_id=delivery_id, received_at=now)
+            delivery = WebhookDelivery(
+                source=source, delivery_id=delivery_id, body_sha256=body_sha256, received_at=now
+            )
             session.add(delivery)
             session.flush()  # claim the delivery id before doing the work
             opened = create_ticket(
@@ -174,6 +195,7 @@ def _store(
             seen = _find(session, source, delivery_id)
             if seen is None:
                 raise  # some other constraint: not a replay
+            _check_same(seen, body_sha256)
             return _duplicate(session, seen)
     log.info("webhook %s delivery %r opened ticket %s", source, delivery_id, accepted.ticket_id)
     return accepted
@@ -242,7 +264,12 @@ async def receive(
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         raise unprocessable(field_errors(errors)) from None
 
-    accepted = await run_in_threadpool(_store, session, source, delivery_id, req, now)
+    try:
+        accepted = await run_in_threadpool(
+            _store, session, source, delivery_id, req, now, hashlib.sha256(body).hexdigest()
+        )
+    except DeliveryReused as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     return JSONResponse(
         accepted.model_dump(mode="json"),
         status_code=status.HTTP_200_OK if accepted.duplicate else status.HTTP_201_CREATED,

@@ -123,6 +123,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("source", sa.String(length=64), nullable=False),
         sa.Column("delivery_id", sa.String(length=128), nullable=False),
+        sa.Column("body_sha256", sa.String(length=64), nullable=False),
         sa.Column("received_at", central.storage.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("ticket_id", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(

@@ -158,6 +158,10 @@ def test_a_replayed_delivery_answers_with_the_same_ticket_and_creates_nothing(
         "duplicate": True,
     }
     assert counts(client) == before == (1, 1)
+    # the same delivery id with another body is the sender's bug: refused, nothing merged
+    changed = deliver(client, {**REPORT, "description": "something else"})
+    assert changed.status_code == 422 and "different body" in changed.json()["detail"]
+    assert counts(client) == (1, 1)
     # another delivery id is another report
     other = deliver(client, REPORT, delivery="evt-0002")
     assert other.status_code == 201
@@ -371,12 +375,17 @@ def test_a_hand_posted_value_is_shown_back_escaped(client: TestClient) -> None:
 
 
 def test_a_valid_form_opens_a_web_ticket_and_shows_the_private_link(client: TestClient) -> None:
-    r = client.post("/report", data={**FORM, "urgency": "紧急", "asset_id": "", "colour": "red"})
-    assert r.status_code == 201, r.text
-    m = re.search(r"#(\d+)</strong>", r.text)
-    link = re.search(r'<a href="(/t/flc_[A-Za-z0-9_-]+)">http://testserver/t/', r.text)
-    assert m and link
-    assert "Keep this private link" in r.text and "请保存此私人链接" in r.text
+    form = {**FORM, "urgency": "紧急", "asset_id": "", "colour": "red"}
+    posted = client.post("/report", data=form, follow_redirects=False)
+    # post/redirect/get: a reload of the page shown next does not report it again
+    assert posted.status_code == 303, posted.text
+    link = re.fullmatch(r"(/t/flc_[A-Za-z0-9_-]+)\?reported=1", posted.headers["location"])
+    assert link
+    r = client.get(posted.headers["location"])
+    m = re.search(r"<h1>#(\d+) ", r.text)
+    assert r.status_code == 200 and m
+    assert f"<code>http://testserver{link.group(1)}</code>" in r.text
+    assert "Keep this page" in r.text and "请保存本页地址" in r.text
     assert r.headers["cache-control"] == "no-store"
     assert r.headers["referrer-policy"] == "no-referrer"
 
