@@ -14,6 +14,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from central.api import errors
+from central.api.auth import TokenCache
 from central.api.body_limit import BodyLimitMiddleware
 from central.api.routes import (
     attachments,
@@ -77,6 +78,7 @@ def create_app(
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.ingest_policy = policy
+        app.state.token_cache = TokenCache()
         log.info("central storage: %s", engine.url.render_as_string(hide_password=True))
         task: asyncio.Task[None] | None = None
         if settings.broker_url:

@@ -3,14 +3,16 @@ Routes take ``CallerDep`` and pass it to the services, which check the permissio
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from central.domain.permissions import Caller, Role
-from central.services.users import TokenRefused, caller_for_token
+from central.services.users import TokenRefused, caller_for_token, resolve_token
 
 _bearer = HTTPBearer(auto_error=False, description="a token from POST /auth/token")
 
@@ -21,17 +23,53 @@ def _unauthorized(message: str) -> HTTPException:
     )
 
 
-def current_caller(
+class TokenCache:
+    """Tokens seen in the last few seconds, so a burst of calls from one app does not look the
+    same token up for every request. A revoked token or a deactivated user stops working within
+    ``ttl`` seconds; an expired token stops at once (its expiry is kept with it)."""
+
+    def __init__(self, ttl: float = 10.0, size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._entries: dict[str, tuple[Caller, datetime, float]] = {}
+
+    def get(self, token: str, now: datetime) -> Caller | None:
+        hit = self._entries.get(token)
+        if hit is None:
+            return None
+        caller, expires_at, cached_at = hit
+        if expires_at <= now or time.monotonic() - cached_at > self.ttl:
+            self._entries.pop(token, None)
+            return None
+        return caller
+
+    def put(self, token: str, caller: Caller, expires_at: datetime) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()  # crude but bounded; a miss only costs one lookup
+        self._entries[token] = (caller, expires_at, time.monotonic())
+
+
+def _lookup(request: Request, token: str, now: datetime) -> Caller:
+    with request.app.state.sessions() as session:
+        try:
+            caller, expires_at = resolve_token(session, token, now)
+        except TokenRefused as exc:
+            raise _unauthorized(str(exc)) from None
+    request.app.state.token_cache.put(token, caller, expires_at)
+    return caller
+
+
+async def current_caller(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     if credentials is None:
         raise _unauthorized("sign in: send Authorization: Bearer <token> (POST /auth/token)")
-    with request.app.state.sessions() as session:
-        try:
-            return caller_for_token(session, credentials.credentials, datetime.now(UTC))
-        except TokenRefused as exc:
-            raise _unauthorized(str(exc)) from None
+    now = datetime.now(UTC)
+    cached = request.app.state.token_cache.get(credentials.credentials, now)
+    if cached is not None:
+        return cached
+    return await run_in_threadpool(_lookup, request, credentials.credentials, now)
 
 
 CallerDep = Annotated[Caller, Depends(current_caller)]

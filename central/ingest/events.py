@@ -87,7 +87,10 @@ def apply_event(
         return IngestOutcome(AckResult.duplicate, seen.ticket_id)
     key = episode_key(event)
     ticket = session.execute(
-        select(Ticket).where(Ticket.open_episode_key == key).with_for_update()
+        select(Ticket)
+        .where(Ticket.open_episode_key == key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if ticket is None:
         ticket = _ticket_of_neighbour(session, event)
@@ -198,6 +201,7 @@ def _recent_ticket(session: Session, event: Event, since: datetime) -> Ticket | 
         .order_by(Ticket.closed_at.desc(), Ticket.id.desc())
         .limit(1)
         .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
 
 
@@ -245,7 +249,10 @@ def _ticket_of_neighbour(session: Session, event: Event) -> Ticket | None:
     if ticket_id is None:
         return None
     return session.execute(
-        select(Ticket).where(Ticket.id == ticket_id).with_for_update()
+        select(Ticket)
+        .where(Ticket.id == ticket_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one()
 
 

@@ -21,7 +21,7 @@ RATABLE = frozenset({State.completed, State.pending_verification, State.verified
 def ticket_for_link(session: Session, token: str, *, lock: bool = False) -> Ticket:
     query = select(Ticket).where(Ticket.customer_token_hash == digest(token))
     if lock:
-        query = query.with_for_update()
+        query = query.with_for_update().execution_options(populate_existing=True)
     ticket = session.execute(query).scalar_one_or_none()
     if ticket is None:
         raise TicketNotFound(0)

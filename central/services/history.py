@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from central.domain.audit import GENESIS, canonical_entry, entry_hash
@@ -24,14 +24,12 @@ def append(
     note: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> TicketEvent:
-    session.flush()  # the ticket needs its id before its history can reference it
-    last = session.execute(
-        select(TicketEvent.seq, TicketEvent.hash)
-        .where(TicketEvent.ticket_id == ticket.id)
-        .order_by(TicketEvent.seq.desc())
-        .limit(1)
-    ).first()
-    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    if ticket.id is None:
+        session.flush()  # a new ticket needs its id before its history can reference it
+    # The anchor on the (locked) ticket row is the chain's end: no query for the last entry.
+    # The ticket's version column makes a writer that did not hold the lock fail, not fork.
+    seq = (ticket.history_len or 0) + 1
+    prev = ticket.history_head or GENESIS
     row = TicketEvent(
         ticket_id=ticket.id,
         seq=seq,
@@ -45,9 +43,22 @@ def append(
         prev_hash=prev,
     )
     row.hash = entry_hash(prev, stored_entry(row))
-    session.add(row)
     ticket.history_len, ticket.history_head = seq, row.hash  # the anchor, same transaction
+    # A plain INSERT rather than the unit of work: the row is never changed once written, and
+    # this runs on every step of every ticket. The ticket's own changes flush with it.
+    session.execute(
+        insert(TicketEvent.__table__),  # type: ignore[arg-type]
+        [{c: getattr(row, c) for c in _COLUMNS}],
+    )
+    if "history" in ticket.__dict__:  # a collection loaded earlier would now be missing this
+        session.expire(ticket, ["history"])
     return row
+
+
+_COLUMNS = (
+    "ticket_id", "seq", "at", "actor", "action", "from_state", "to_state", "note", "data",
+    "prev_hash", "hash",
+)  # fmt: skip
 
 
 def stored_entry(row: TicketEvent) -> dict[str, Any]:

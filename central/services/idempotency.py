@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Executable, and_, delete, select, update
+from sqlalchemy import ColumnElement, CursorResult, Executable, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from central.storage.db import lazy_transaction
 from central.storage.models import IdempotencyKey
 
 LOCK_FOR = timedelta(seconds=60)  # how long a claim holds before a retry may take it over
@@ -81,19 +82,21 @@ def claim(
     # and releases it; then the key is free again and our second insert normally wins.
     for _ in range(2):
         try:
-            with sessions() as s, s.begin():
-                row = IdempotencyKey(
-                    principal=principal,
-                    key=key,
-                    fingerprint=request_fingerprint,
-                    status_code=None,
-                    response=None,
-                    created_at=now,
-                    locked_until=locked_until,
-                )
-                s.add(row)
-                s.flush()
-                return Claimed(row.id, locked_until)
+            with lazy_transaction(sessions) as s:
+                key_id = s.execute(
+                    insert(IdempotencyKey.__table__)  # type: ignore[arg-type]
+                    .values(
+                        principal=principal,
+                        key=key,
+                        fingerprint=request_fingerprint,
+                        status_code=None,
+                        response=None,
+                        created_at=now,
+                        locked_until=locked_until,
+                    )
+                    .returning(IdempotencyKey.__table__.c.id)
+                ).scalar_one()
+                return Claimed(key_id, locked_until)
         except IntegrityError:
             pass  # the key exists: decide from the row below
 
@@ -135,7 +138,8 @@ def record(session: Session, claimed: Claimed, *, status_code: int, body: bytes)
     request took it over): the caller must then roll back, or the effect would happen twice."""
     stored = _affected(
         session,
-        update(IdempotencyKey)
+        # the Core table, not the entity: no ORM bulk-update machinery on every request
+        update(IdempotencyKey.__table__)
         .where(_still_ours(claimed))
         .values(status_code=status_code, response=body, locked_until=None),
     )

@@ -74,7 +74,10 @@ class Step:
 
 def lock_ticket(session: Session, ticket_id: int) -> Ticket:
     ticket = session.execute(
-        select(Ticket).where(Ticket.id == ticket_id).with_for_update()
+        select(Ticket)
+        .where(Ticket.id == ticket_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if ticket is None:
         raise TicketNotFound(ticket_id)

@@ -126,6 +126,11 @@ class TokenRefused(PermissionError):
 
 
 def caller_for_token(session: Session, token: str, now: datetime) -> Caller:
+    return resolve_token(session, token, now)[0]
+
+
+def resolve_token(session: Session, token: str, now: datetime) -> tuple[Caller, datetime]:
+    """The caller a token signs in, and when the token expires; TokenRefused says why not."""
     row = session.execute(
         select(ApiToken, User)
         .join(User, User.id == ApiToken.user_id)
@@ -140,7 +145,8 @@ def caller_for_token(session: Session, token: str, now: datetime) -> Caller:
         raise TokenRefused("the bearer token expired; sign in again (POST /auth/token)")
     if not user.active:
         raise TokenRefused(f"user {user.username} is deactivated")
-    return Caller(user.username, Role(user.role), site=user.site, department=user.department)
+    caller = Caller(user.username, Role(user.role), site=user.site, department=user.department)
+    return caller, tok.expires_at
 
 
 def revoke_tokens(session: Session, user: User, now: datetime) -> int:

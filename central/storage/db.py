@@ -43,12 +43,41 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
+            if conn.get_execution_options().get(_LAZY):
+                # see lazy_commit(): this transaction's commit need not reach the disk itself
+                conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+                conn.info[_LAZY] = True
             # pysqlite's deferred BEGIN lets two writers read then both try to write; take the
             # write lock up front so concurrent transactions serialise instead of failing.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+        @event.listens_for(engine, "checkin")
+        def _sqlite_checkin(dbapi_conn: Any, record: Any) -> None:
+            if record.info.pop(_LAZY, False):
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA synchronous=FULL")
+                cur.close()
+
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+_LAZY = "fieldloop_lazy_commit"
+
+
+@contextmanager
+def lazy_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A transaction whose commit does not wait for the disk: for bookkeeping that is worthless
+    on its own, like an idempotency claim. It is still made durable by the next ordinary commit
+    (SQLite's WAL and PostgreSQL's WAL are written in order, and a synchronous commit flushes
+    everything before it), so the durable effect it guards can never outlive it. What a crash
+    can lose is only a claim whose effect never committed."""
+    with factory() as session, session.begin():
+        conn = session.connection(execution_options={_LAZY: True})
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+        # on SQLite the begin hook saw the option; the pool's checkin restores FULL afterwards
+        yield session
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
