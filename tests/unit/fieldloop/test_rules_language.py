@@ -227,7 +227,7 @@ def test_problems_are_reported_at_file_line_col(tmp_path: Path) -> None:
         "c.yaml:10:9: set_skills: level is 1 to 5, not 9",
         "c.yaml:15:18: unknown operator 'contain_any'; did you mean 'contains_any'?; use one of "
         "contains_any, eq, exists, in, matches, ne, not_in",
-        "c.yaml:21:9: placeholder {{ticket.secret}} is not allowed; did you mean 'ticket.title'?; "
+        "c.yaml:22:9: placeholder {{ticket.secret}} is not allowed; did you mean 'ticket.title'?; "
         "allowed: asset.id, asset.name, category, fault.code, location, priority, queue, site, "
         "ticket.id, ticket.title",
     ]
