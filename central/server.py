@@ -64,6 +64,11 @@ class CentralServer:
         await self._task
         self._task = None
 
+    def _reload_rules(self) -> None:
+        live = getattr(self.app.state, "live_rules", None)
+        if live is not None:
+            self._reload = asyncio.ensure_future(asyncio.to_thread(live.reload))
+
     async def serve(self) -> None:
         """Run as the process's main job: SIGINT/SIGTERM shut down gracefully (a second one
         forces it), so systemd's stop finishes in-flight requests and the consumer's work."""
@@ -71,4 +76,6 @@ class CentralServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._server.handle_exit, sig, None)
+        # SIGHUP (systemctl reload): read the rules again; a bad set is rejected and logged
+        loop.add_signal_handler(signal.SIGHUP, self._reload_rules)
         await self._server.serve()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -25,6 +26,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     migrate_on_start: bool = True
+    rules_dir: Path | None = Field(
+        Path(__file__).resolve().parent.parent / "rules",
+        description="the planners' decision rules (classification.yaml, priority.yaml), "
+        "watched and reloaded when they change; empty: no rules",
+    )
     iot_reopen_window: timedelta = Field(
         timedelta(hours=24),
         description="the same fault on the same asset this soon after its ticket closed "

@@ -24,12 +24,14 @@ from central.api.routes import (
     follow,
     meta,
     report_form,
+    rules,
     tickets,
     webhooks,
 )
 from central.ingest.consumer import EventConsumer
 from central.ingest.events import IngestOutcome, IngestPolicy
 from central.services.idempotency import KEEP_FOR, purge_expired
+from central.services.live_rules import LiveRules
 from central.settings import Settings
 from central.storage.db import make_engine, migrate, session_factory
 from fieldloop import __version__
@@ -66,8 +68,11 @@ def create_app(
     on_outcome: Callable[[Event, IngestOutcome], None] | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
+    live_rules = LiveRules(settings.rules_dir)
     policy = IngestPolicy(
-        reopen_window=settings.iot_reopen_window, auto_resolve=settings.iot_auto_resolve
+        reopen_window=settings.iot_reopen_window,
+        auto_resolve=settings.iot_auto_resolve,
+        rules=live_rules,
     )
 
     @asynccontextmanager
@@ -78,6 +83,8 @@ def create_app(
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.ingest_policy = policy
+        app.state.live_rules = live_rules
+        await asyncio.to_thread(live_rules.reload)  # a rejected set is logged, never fatal
         app.state.token_cache = TokenCache()
         log.info("central storage: %s", engine.url.render_as_string(hide_password=True))
         task: asyncio.Task[None] | None = None
@@ -93,10 +100,11 @@ def create_app(
             app.state.consumer = consumer
             task = asyncio.create_task(consumer.run(), name="edge-event-consumer")
         housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
+        watcher = asyncio.create_task(live_rules.watch(), name="rules-watcher")
         try:
             yield
         finally:
-            for t in (task, housekeeping):
+            for t in (task, housekeeping, watcher):
                 if t is None:
                     continue
                 t.cancel()
@@ -112,7 +120,9 @@ def create_app(
     )
     app.state.settings = settings
     errors.install(app)
-    for module in (tickets, attachments, follow, auth, edge, webhooks, report_form, meta, board):
+    for module in (
+        tickets, attachments, follow, auth, edge, webhooks, report_form, rules, meta, board,
+    ):  # fmt: skip
         app.include_router(module.router)
     webhooks.configure(
         app,

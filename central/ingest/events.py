@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from central.domain.lifecycle import Action, State
 from central.services import history
+from central.services.decisions import apply_rules
+from central.services.live_rules import LiveRules
 from central.services.tickets import Step, apply_step
 from central.storage.models import DeadLetter, EdgeEvent, Ticket, TicketEvent
 from fieldloop.messages import OPENING_KINDS, AckResult, Event, EventKind
@@ -44,6 +46,8 @@ class IngestPolicy:
     reopen_window: timedelta = timedelta(hours=24)
     # A fault that clears before anyone was sent closes its ticket by itself.
     auto_resolve: bool = True
+    # The planners' decision rules (classification, priority) for new tickets; None: none.
+    rules: LiveRules | None = None
 
 
 DEFAULT_POLICY = IngestPolicy()
@@ -103,6 +107,18 @@ def apply_event(
     if ticket is None and event.kind in OPENING_KINDS:
         ticket = _open_ticket(session, event, key, received_at)
         created = True
+        if policy.rules is not None:
+            apply_rules(
+                session,
+                ticket,
+                policy.rules.current,
+                now=received_at,
+                extra={
+                    "fault.kind": event.kind.value,
+                    "fault.metric": event.metric,
+                    "fault.value": event.value,
+                },
+            )
     was_active = ticket.fault_active if ticket is not None and not created else False
     session.add(
         EdgeEvent(
@@ -305,6 +321,7 @@ def _open_ticket(session: Session, event: Event, key: str, now: datetime) -> Tic
         description=_describe(event),
         category=_CATEGORY_BY_KIND.get(event.kind),
         priority=_PRIORITY_BY_SEVERITY.get(event.severity.value, "P4"),
+        priority_source="intake",
         severity=event.severity.value,
         location=event.location,
         site=event.site,

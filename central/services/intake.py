@@ -11,6 +11,8 @@ from central.domain.intake import PRIORITY_BY_URGENCY, TicketRequest
 from central.domain.lifecycle import State
 from central.domain.secrets import digest, new_token
 from central.services import history
+from central.services.decisions import apply_rules
+from central.services.live_rules import DecisionRules
 from central.storage.models import Ticket
 
 CHANNELS = frozenset({"api", "web", "webhook"})
@@ -31,6 +33,7 @@ def create_ticket(
     now: datetime,
     reporter_user: str | None = None,
     data: dict[str, object] | None = None,
+    rules: DecisionRules | None = None,
 ) -> Opened:
     """Insert the ticket and its first history entry in the caller's transaction."""
     if source not in CHANNELS:
@@ -46,6 +49,7 @@ def create_ticket(
         problem_type=req.problem_type,
         urgency=req.urgency.value,
         priority=PRIORITY_BY_URGENCY[req.urgency],
+        priority_source="intake",
         location=req.location,
         site=req.site,
         asset_id=req.asset_id,
@@ -71,4 +75,6 @@ def create_ticket(
         note=f"reported via {source} by {req.reporter}",
         data={"channel": source, **(data or {})},
     )
+    if rules is not None:
+        apply_rules(session, ticket, rules, now=now)
     return Opened(ticket, token)

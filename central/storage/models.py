@@ -57,6 +57,12 @@ class Ticket(Base):
     csat_comment: Mapped[str | None] = mapped_column(Text)
     rated_at: Mapped[datetime | None]
     verified_at: Mapped[datetime | None]
+    # what the planners' rules decided (rules/classification.yaml, rules/priority.yaml)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    skills: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, server_default="[]")
+    priority_source: Mapped[str | None] = mapped_column(String(16))  # rules | manual | intake
+    priority_score: Mapped[int | None]
+    rules_version: Mapped[str | None] = mapped_column(String(64))
     site: Mapped[str | None] = mapped_column(String(128))
     asset_id: Mapped[str | None] = mapped_column(String(128), index=True)
     device_id: Mapped[str | None] = mapped_column(String(128))
@@ -285,3 +291,19 @@ class WebhookDelivery(Base):
     body_sha256: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime]
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+
+
+class TicketDecision(Base):
+    """What a rule set decided for a ticket, and by which rules: `fieldloop rules explain`."""
+
+    __tablename__ = "ticket_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))  # classification | priority
+    rules_file: Mapped[str] = mapped_column(String(255))
+    rules_version: Mapped[str] = mapped_column(String(64))  # the file's sha256
+    rule_ids: Mapped[list[str]] = mapped_column(JSON)  # deciding rule first
+    outcome: Mapped[dict[str, Any]] = mapped_column(JSON)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON)  # what the rules saw

@@ -21,10 +21,11 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from central.api.deps import SessionDep
+from central.api.deps import SessionDep, current_rules
 from central.api.routes.webhooks import configure, intake_config, read_body
 from central.domain.intake import URGENCY_LABELS, TicketRequest, parse_urgency
 from central.services.intake import Opened, create_ticket
+from central.services.live_rules import DecisionRules
 
 __all__ = ["PROBLEM_TYPES", "configure", "router"]
 
@@ -188,10 +189,12 @@ def report_form(request: Request) -> HTMLResponse:
     return _page("Report a problem · 报修", _form({}, {}), status.HTTP_200_OK)
 
 
-def _open(session: Session, req: TicketRequest) -> Opened:
+def _open(session: Session, req: TicketRequest, rules: DecisionRules | None) -> Opened:
     with session.begin():
         now = datetime.now(UTC)
-        return create_ticket(session, req, source="web", actor=f"web:{req.reporter}", now=now)
+        return create_ticket(
+            session, req, source="web", actor=f"web:{req.reporter}", now=now, rules=rules
+        )
 
 
 @router.post("/report", include_in_schema=False, response_model=None)
@@ -232,7 +235,7 @@ async def submit_report(request: Request, session: SessionDep) -> HTMLResponse |
             status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
 
-    opened = await run_in_threadpool(_open, session, req)
+    opened = await run_in_threadpool(_open, session, req, current_rules(request))
     # post/redirect/get: the customer lands on their ticket's own page (its address is the
     # private link), and reloading it does not report the problem a second time
     return RedirectResponse(

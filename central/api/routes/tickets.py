@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from central.api.auth import CallerDep
-from central.api.deps import SessionDep
+from central.api.deps import SessionDep, current_rules
 from central.api.errors import domain_errors
 from central.api.idempotency import fingerprint, run_idempotent
 from central.api.schemas import (
@@ -127,6 +127,7 @@ def report(
     contact are required; the answer carries the customer's private follow link, once."""
     if caller.role not in MAY_CREATE:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"a {caller.role.value} may not report")
+    rules = current_rules(request)
 
     def handler(session: Session) -> tuple[int, Any]:
         opened = create_ticket(
@@ -136,6 +137,7 @@ def report(
             actor=caller.user,
             now=_now(),
             reporter_user=caller.user if caller.role is Role.customer else None,
+            rules=rules,
         )
         session.flush()
         return 201, Created(

@@ -20,13 +20,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from central.api.deps import SessionDep
+from central.api.deps import SessionDep, current_rules
 from central.api.errors import field_errors, unprocessable
 from central.api.schemas import StateLabel
 from central.domain.intake import TicketRequest
 from central.domain.lifecycle import State
 from central.domain.signatures import DEFAULT_WINDOW_S, HEADER, SignatureRejected, verify
 from central.services.intake import create_ticket
+from central.services.live_rules import DecisionRules
 from central.storage.models import Ticket, WebhookDelivery
 
 log = logging.getLogger("fieldloop.central.webhooks")
@@ -159,6 +160,7 @@ def _store(
     req: TicketRequest,
     now: datetime,
     body_sha256: str,
+    rules: DecisionRules | None = None,
 ) -> WebhookAccepted:
     """The delivery row and its ticket in one transaction. Checking first answers a plain retry
     cheaply; the unique (source, delivery_id) constraint settles two copies arriving together:
@@ -182,6 +184,7 @@ def _store(
                 actor=f"webhook:{source}",
                 now=now,
                 data={"delivery_id": delivery_id},
+                rules=rules,
             )
             delivery.ticket_id = opened.ticket.id
             accepted = WebhookAccepted(
@@ -266,7 +269,14 @@ async def receive(
 
     try:
         accepted = await run_in_threadpool(
-            _store, session, source, delivery_id, req, now, hashlib.sha256(body).hexdigest()
+            _store,
+            session,
+            source,
+            delivery_id,
+            req,
+            now,
+            hashlib.sha256(body).hexdigest(),
+            current_rules(request),
         )
     except DeliveryReused as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None

@@ -1,0 +1,144 @@
+"""The decision rules central runs with, reloaded without a restart.
+
+The planners' files in the rules directory are loaded and checked as a whole: a set with any
+problem is rejected and the set already live stays live, so a bad edit never stops the service
+nor half-applies. The swap is one reference assignment, so an evaluation that started on the old
+set finishes on it, and every decision records the versions it used."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fieldloop.rules.files import RuleSet, load_ruleset
+from fieldloop.yamlfile import FileError
+
+log = logging.getLogger("fieldloop.central.rules")
+
+FILES = {"classification": "classification.yaml", "priority": "priority.yaml"}
+
+
+@dataclass(frozen=True)
+class DecisionRules:
+    classification: RuleSet | None
+    priority: RuleSet | None
+    loaded_at: datetime
+    files: tuple[str, ...] = ()
+
+    @property
+    def version(self) -> str:
+        """One id for the set: changes whenever any file's content does."""
+        parts = [r.version for r in (self.classification, self.priority) if r is not None]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16] if parts else "none"
+
+
+EMPTY = DecisionRules(None, None, datetime.fromtimestamp(0, UTC))
+
+
+@dataclass
+class ReloadResult:
+    ok: bool
+    version: str
+    problems: list[str] = field(default_factory=list)
+
+
+def _check(path: Path) -> list[str]:
+    """Every problem with one file, as file:line:col lines (strict YAML and semantic checks
+    where the checker is available, else the loader's own)."""
+    try:
+        from fieldloop.rules.check import check_file
+    except ImportError:  # the checker lands separately; the loader alone still refuses bad files
+        try:
+            load_ruleset(path)
+        except FileError as exc:
+            return [str(p) for p in exc.problems]
+        return []
+    return [str(p) for p in check_file(path)]
+
+
+def load_rules(directory: Path) -> DecisionRules:
+    """Load the set in ``directory``; FileError-free: raises RulesRejected listing problems."""
+    problems: list[str] = []
+    sets: dict[str, RuleSet | None] = {}
+    present = []
+    for name, filename in FILES.items():
+        path = directory / filename
+        if not path.exists():
+            sets[name] = None
+            continue
+        present.append(filename)
+        found = _check(path)
+        if found:
+            problems.extend(found)
+            continue
+        sets[name] = load_ruleset(path)
+    if problems:
+        raise RulesRejected(problems)
+    return DecisionRules(
+        sets.get("classification"), sets.get("priority"), datetime.now(UTC), tuple(present)
+    )
+
+
+class RulesRejected(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class LiveRules:
+    """The live set for one central process. ``current`` is read without a lock: readers get
+    either the old or the new set, never a mix."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self.current: DecisionRules = EMPTY
+        self.last_error: list[str] = []
+        self.last_attempt: datetime | None = None
+        self._stamp: tuple[tuple[str, float, int], ...] = ()
+
+    def reload(self) -> ReloadResult:
+        self.last_attempt = datetime.now(UTC)
+        if self.directory is None:
+            return ReloadResult(True, self.current.version)
+        self._stamp = self._files_stamp()
+        try:
+            candidate = load_rules(self.directory)
+        except RulesRejected as exc:
+            self.last_error = exc.problems
+            log.error(
+                "rules in %s rejected; still running version %s:\n%s",
+                self.directory,
+                self.current.version,
+                "\n".join(exc.problems),
+            )
+            return ReloadResult(False, self.current.version, exc.problems)
+        changed = candidate.version != self.current.version
+        self.current = candidate
+        self.last_error = []
+        if changed:
+            log.info("rules version %s live (%s)", candidate.version, ", ".join(candidate.files))
+        return ReloadResult(True, candidate.version)
+
+    def _files_stamp(self) -> tuple[tuple[str, float, int], ...]:
+        assert self.directory is not None
+        out = []
+        for filename in FILES.values():
+            p = self.directory / filename
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            out.append((filename, st.st_mtime, st.st_size))
+        return tuple(out)
+
+    async def watch(self, every: float = 2.0) -> None:
+        """Reload when a file's time or size changes (editors replace files; a poll is the one
+        way that works on every filesystem, including bind mounts and network shares)."""
+        while True:
+            await asyncio.sleep(every)
+            if self.directory is not None and self._files_stamp() != self._stamp:
+                await asyncio.to_thread(self.reload)
