@@ -174,10 +174,31 @@ def build_parser() -> argparse.ArgumentParser:
     pcheck = psub.add_parser("check", help="check profile and site files; errors as file:line:col")
     pcheck.add_argument("files", nargs="+", type=Path)
 
-    rules = sub.add_parser("rules", help="planner rule files")
+    rules = sub.add_parser("rules", help="planner rule files: check, test, list fields")
     rsub = rules.add_subparsers(dest="action", required=True, metavar="ACTION")
-    rcheck = rsub.add_parser("check", help="check rule files; errors as file:line:col")
-    rcheck.add_argument("files", nargs="+", type=Path)
+    rules_dir = _env("RULES_DIR", str(REPO / "rules"))
+    rcheck = rsub.add_parser(
+        "check",
+        help="check rule files: strict YAML, the schema, shadowed rules, priority bands",
+        description="Prints each problem as file:line:col, then a verdict per file; exits 1 "
+        "on any problem.",
+    )
+    rtest = rsub.add_parser(
+        "test",
+        help="run the rule files' tests on every engine",
+        description="Prints PASS or FAIL per test and engine; exits 1 on any failure.",
+    )
+    for p in (rcheck, rtest):
+        p.add_argument(
+            "paths",
+            nargs="*",
+            type=Path,
+            default=[Path(rules_dir)],
+            metavar="PATH",
+            help="rule files, or directories to take every *.yaml from "
+            f"[env FIELDLOOP_RULES_DIR; default: {rules_dir}]",
+        )
+    rsub.add_parser("fields", help="list the fields conditions may test: type, values, meaning")
     return parser
 
 
@@ -320,16 +341,83 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from fieldloop.detection import load_detection
+    if args.action == "fields":
+        return _rules_fields()
+    from fieldloop.rules.check import rule_files
 
-    def check(path: Path) -> list[object]:
-        try:
-            load_detection(path)
-        except FileError as exc:
-            return list(exc.problems)
-        return []
+    files, empty = rule_files(args.paths)
+    for d in empty:
+        print(f"fieldloop rules {args.action}: no *.yaml files in {d}", file=sys.stderr)
+    if args.action == "test":
+        return _rules_test(files) or (1 if empty else 0)
+    return _rules_check(files) or (1 if empty else 0)
 
-    return _report(args.files, check)
+
+def _rules_check(files: list[Path]) -> int:
+    """promtool's shape: each problem as file:line:col, a verdict per file, a summary."""
+    from fieldloop.rules.check import check_file
+
+    failed = 0
+    for path in files:
+        problems = check_file(path)
+        for p in problems:
+            print(p)
+        if problems:
+            failed += 1
+            print(f"Checking {path}  FAILED: {len(problems)} problem(s)")
+        else:
+            print(f"Checking {path}  SUCCESS")
+    print(f"{len(files) - failed} of {len(files)} file(s) OK")
+    return 1 if failed else 0
+
+
+def _rules_test(files: list[Path]) -> int:
+    from fieldloop.rules.check import load_checked
+    from fieldloop.rules.testing import default_engines, run_tests
+
+    engines = default_engines()
+    counts = {e.name: [0, 0] for e in engines}  # engine -> [passed, failed]
+    broken = 0
+    for path in files:
+        loaded = load_checked(path)
+        if loaded.ruleset is None:
+            if loaded.problems:
+                broken += 1
+                for p in loaded.problems:
+                    print(p)
+                print(f"Testing {path}  FAILED: the file does not load; fix it first")
+            else:
+                print(f"Testing {path}  no tests ({loaded.kind} files have none)")
+            continue
+        spec = loaded.ruleset.spec
+        if spec is None or not spec.tests:
+            print(f"Testing {path}  no tests")
+            continue
+        for engine in engines:
+            for r in run_tests(loaded.ruleset, loaded.data, engine):
+                counts[engine.name][0 if r.passed else 1] += 1
+                if r.problem is None:
+                    print(f"PASS [{r.engine}] {path}:{r.line}:{r.col}: test {r.name!r}")
+                else:
+                    print(f"FAIL [{r.engine}] {r.problem}")
+    for name, (ok, bad) in counts.items():
+        print(f"{name}: {ok + bad} test(s), {ok} passed, {bad} failed")
+    if broken:
+        print(f"{broken} file(s) could not be loaded")
+    return 1 if broken or any(bad for _, bad in counts.values()) else 0
+
+
+def _rules_fields() -> int:
+    from fieldloop.rules.fields import FIELDS
+
+    # the allowed values last: fault.kind's would push every description off the screen
+    rows = [("FIELD", "TYPE", "DESCRIPTION", "VALUES")] + [
+        (f.name, f.type.value, f.description, ", ".join(f.values)) for f in FIELDS.values()
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[3]]).rstrip())
+    return 0
 
 
 def cmd_users(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -73,6 +74,20 @@ def parse_yaml(path: Path, text: str | None = None) -> Any:
         raise FileError([FileProblem(str(path), 1, 1, f"cannot read the file: {exc}")]) from exc
     try:
         return _yaml().load(text)
+    except ReaderError as exc:  # a character YAML does not allow (a control character)
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        raise FileError(
+            [
+                FileProblem(
+                    str(path),
+                    line,
+                    col,
+                    f"invalid YAML: character U+{int(exc.character):04X} is not allowed here; "
+                    "remove it",
+                )
+            ]
+        ) from exc
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -215,11 +230,15 @@ def validate(path: Path, data: Any, model: type[M]) -> M:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
+            loc = list(err["loc"])
+            # pydantic's own entries (union members, validators) are not keys of the file; an
+            # unknown key is the user's own, whatever it contains, so it is always kept
+            keep_last = err["type"] == "extra_forbidden" and loc
             raw = [
                 x
-                for x in err["loc"]
+                for x in (loc[:-1] if keep_last else loc)
                 if not (isinstance(x, str) and ("[" in x or x.startswith("function-")))
-            ]
+            ] + ([loc[-1]] if keep_last else [])
             at = _resolve(model, raw)
             if err["type"] == "union_tag_invalid" and at.union is not None:
                 at = _Resolved([*at.loc, at.union[0]], None, at.union)  # point at the tag's key

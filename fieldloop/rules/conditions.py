@@ -57,6 +57,8 @@ class Always:
 
 @dataclass(frozen=True)
 class Test:
+    __test__ = False  # not a pytest test class, whatever module imports it
+
     field: str
     op: str
     value: Any  # normalised: lowered strings, tuples for lists, compiled pattern source
