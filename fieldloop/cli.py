@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     pcheck = psub.add_parser("check", help="check profile and site files; errors as file:line:col")
     pcheck.add_argument("files", nargs="+", type=Path)
 
-    rules = sub.add_parser("rules", help="planner rule files: check, test, list fields")
+    rules = sub.add_parser(
+        "rules", help="planner rule files: check, test, list fields, explain, replay"
+    )
     rsub = rules.add_subparsers(dest="action", required=True, metavar="ACTION")
     rules_dir = _env("RULES_DIR", str(REPO / "rules"))
     rcheck = rsub.add_parser(
@@ -199,6 +201,27 @@ def build_parser() -> argparse.ArgumentParser:
             f"[env FIELDLOOP_RULES_DIR; default: {rules_dir}]",
         )
     rsub.add_parser("fields", help="list the fields conditions may test: type, values, meaning")
+    rexplain = rsub.add_parser(
+        "explain", help="which rules decided a ticket's category, queue and priority, and why"
+    )
+    rexplain.add_argument("ticket", type=int, help="the ticket number")
+    _flag(rexplain, "--db", "DB_URL", "sqlite:///data/fieldloop.db", "database URL")
+    rexplain.add_argument("--rules", default=rules_dir, help="where the rule files are now")
+    rreplay = rsub.add_parser(
+        "replay",
+        help="what a changed rule set would decide differently, over recorded tickets or events",
+        description="Runs every recorded ticket (--db) or edge event (--events) through the base "
+        "and the candidate decision rules on their own recorded time, writes nothing, and "
+        "prints each changed outcome with the deciding rules and a summary.",
+    )
+    rreplay.add_argument(
+        "--base", required=True, help="a directory, or a git ref (e.g. HEAD, main) of this repo"
+    )
+    rreplay.add_argument("--candidate", default=rules_dir, help=f"default: {rules_dir}")
+    rreplay.add_argument("--db", default=None, help="replay the tickets in this database")
+    rreplay.add_argument("--events", default=None, help="replay these edge events (JSON Lines)")
+    rreplay.add_argument("--fail-if", default=None, help="e.g. 'changed > 5%%' or 'changed >= 10'")
+    rreplay.add_argument("--show", type=int, default=50, help="changed outcomes to print")
     return parser
 
 
@@ -343,6 +366,14 @@ def cmd_profiles(args: argparse.Namespace) -> int:
 def cmd_rules(args: argparse.Namespace) -> int:
     if args.action == "fields":
         return _rules_fields()
+    if args.action == "explain":
+        from central.rules_cli import explain
+
+        return explain(args)
+    if args.action == "replay":
+        from central.rules_cli import replay_cmd
+
+        return replay_cmd(args, REPO)
     from fieldloop.rules.check import rule_files
 
     files, empty = rule_files(args.paths)
