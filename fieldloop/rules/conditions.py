@@ -35,7 +35,8 @@ _OPS_BY_TYPE: dict[FieldType, frozenset[str]] = {
 _OPS_BY_TYPE[FieldType.integer] = _OPS_BY_TYPE[FieldType.number]
 
 MAX_PATTERN = 200  # a regular expression longer than this is refused (and so is nesting)
-_NESTED_QUANTIFIER = re.compile(r"\([^)]*[+*}][^)]*\)[+*{]")
+# a repeated group that itself repeats or alternates: (a+)+, (x*)*, (a|a)* take exponential time
+_NESTED_QUANTIFIER = re.compile(r"\([^)]*[+*}|][^)]*\)[+*{]")
 
 
 @dataclass(frozen=True)

@@ -80,13 +80,13 @@ async def test_register_crossing_becomes_a_closed_ticket(
 
         detail = await stack.ticket(tid)
         assert [h["action"] for h in detail["history"]] == [
-            "created", "dispatch", "accept", "fault_cleared", "depart", "arrive", "start",
-            "complete", "close",
+            "created", "classified", "dispatch", "accept", "fault_cleared", "depart", "arrive",
+            "start", "complete", "close",
         ]  # fmt: skip
-        assert [h["actor"] for h in detail["history"]][4:] == [
+        assert [h["actor"] for h in detail["history"]][5:] == [
             "eng.li", "eng.li", "eng.li", "eng.li", "sup.wang",
         ]  # fmt: skip
-        assert detail["history"][5]["data"]["gps"] == {
+        assert detail["history"][6]["data"]["gps"] == {
             "lat": 31.23, "lon": 121.47, "accuracy_m": None,
         }  # fmt: skip
 

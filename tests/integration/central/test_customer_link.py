@@ -81,7 +81,8 @@ class Api:
 
 @pytest.fixture
 def api(db_url: str) -> Iterator[Api]:
-    app = create_app(Settings(db_url=db_url, broker_url=None))
+    # no decision rules: these tests are about intake, not classification
+    app = create_app(Settings(db_url=db_url, broker_url=None, rules_dir=None))
     with TestClient(app) as client:
         yield Api(client, add_people(app.state.sessions))
 
@@ -280,7 +281,7 @@ def test_a_customer_with_a_long_name_can_confirm_through_the_link_on_postgresql(
     pg_url: str,
 ) -> None:
     long_name = ("Chen Jing, facilities coordinator, Building A east wing " * 3)[:128]
-    app = create_app(Settings(db_url=pg_url, broker_url=None))
+    app = create_app(Settings(db_url=pg_url, broker_url=None, rules_dir=None))
     with TestClient(app, raise_server_exceptions=False) as client:
         api = Api(client, add_people(app.state.sessions))
         tid, token = api.report(reporter=long_name)

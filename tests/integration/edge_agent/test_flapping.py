@@ -82,4 +82,4 @@ async def test_flapping_raises_one_ticket(
     ]  # fmt: skip
     assert len(tickets) == 1
     assert tickets[0].fault_active is False
-    assert tickets[0].category == "equipment_fault"
+    assert tickets[0].category == "hvac"  # the shipped rules: a chiller fault is HVAC work
