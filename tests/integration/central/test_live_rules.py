@@ -185,3 +185,46 @@ def test_a_hand_set_priority_is_kept(client: TestClient) -> None:
 
         row = s.get(Ticket, t["id"])
         assert (row.priority, row.priority_source) == ("P3", "manual")
+
+
+BAD_EDITS = {
+    "a python tag": "  - id: evil\n"
+    "    when: {site: {eq: !!python/object/apply:os.system [touch {marker}]}}\n"
+    "    then: [{set_category: x}]\n",
+    "an alias bomb": "x: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    "y: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nz: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n",
+    "a syntax error": "  - id: broken\n    when: {text: {contains_any: [a, b}\n",
+    "a wrong type": "  - id: typed\n    when: {hour: {gt: late}}\n    then: [{set_category: x}]\n",
+    "an unknown action": "  - id: act\n    then: [{run_shell: ls}]\n",
+}
+
+
+@pytest.mark.parametrize("edit", sorted(BAD_EDITS))
+def test_every_kind_of_bad_file_is_rejected_on_reload_and_runs_nothing(
+    client: TestClient, rules_dir: Path, tmp_path: Path, edit: str
+) -> None:
+    marker = tmp_path / "pwned"
+    live = client.get("/rules", headers=h(client, "admin")).json()["version"]
+    text = CLASSIFICATION + BAD_EDITS[edit].replace("{marker}", str(marker))
+    (rules_dir / "classification.yaml").write_text(text, encoding="utf-8")
+    r = client.post("/rules/reload", headers=h(client, "admin"))
+    assert r.status_code == 422, r.text
+    assert all("classification.yaml:" in p for p in r.json()["detail"]["problems"])
+    assert client.get("/rules", headers=h(client, "admin")).json()["version"] == live
+    assert not marker.exists()
+    t = client.post("/tickets", json=REPORT, headers=h(client, "cust.chen")).json()["ticket"]
+    assert t["category"] == "gas"  # still decided by the live set
+
+
+def test_a_10_mb_file_is_rejected_without_stopping_anything(
+    client: TestClient, rules_dir: Path
+) -> None:
+    big = rules_dir / "priority.yaml"
+    with big.open("w", encoding="utf-8") as f:
+        f.write(PRIORITY)
+        for _ in range(10_000):
+            f.write("# " + "x" * 1021 + "\n")
+    assert big.stat().st_size > 10_000_000
+    r = client.post("/rules/reload", headers=h(client, "admin"))
+    assert r.status_code == 422 and "1 MB" in r.text
+    assert client.get("/healthz").status_code == 200
