@@ -172,12 +172,12 @@ def _scalar(field: Field, value: Any) -> Any:
         return value
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{field.name} takes text; {value!r} is not")
-    if field.values and value.casefold() not in field.values:
+    if field.values and value.lower() not in field.values:
         raise ValueError(
             f"{value!r} is not a {field.name}{did_you_mean(value, field.values)}; one of "
             + ", ".join(field.values)
         )
-    return value.casefold()
+    return value.lower()
 
 
 def _list(field: Field, value: Any, op: str) -> tuple[Any, ...]:
@@ -200,7 +200,7 @@ def _operand(field: Field, op: str, value: Any) -> Any:
         for v in value:
             if not isinstance(v, str) or not v.strip():
                 raise ValueError(f"contains_any takes words; {v!r} is not one")
-            words.append(v.strip().casefold())
+            words.append(v.strip().lower())
         return tuple(words)
     if op == "matches":
         if not isinstance(value, str) or not value:
@@ -278,9 +278,7 @@ def _test(t: Test, value: Any) -> bool:
         return value <= want
     if op == "between":
         return want[0] <= value <= want[1]
-    if op == "contains_any":
-        if isinstance(value, tuple):
-            return any(w in value for w in want)
+    if op == "contains_any":  # substring of text, or member of a list: `in` does both
         return any(w in value for w in want)
     if op == "matches":
         return _pattern(want).search(value) is not None
@@ -288,8 +286,10 @@ def _test(t: Test, value: Any) -> bool:
 
 
 def normalise_facts(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Facts as conditions compare them: text lowered, lists as tuples, ``text`` built from the
-    title and description when not given, unknown names refused."""
+    """Facts as conditions compare them: text lowered (not casefolded, so a pattern and the
+    text it searches agree: ``straße`` stays ``straße``), lists as tuples, ``text`` built from
+    the title and description when not given. Unknown names and values of the wrong type are
+    refused by name, so every engine sees the same input."""
     out: dict[str, Any] = {}
     for name, value in raw.items():
         field = FIELDS.get(name)
@@ -298,10 +298,24 @@ def normalise_facts(raw: Mapping[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if field.type in (FieldType.text, FieldType.keyword):
-            out[name] = str(value).casefold()
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise ValueError(f"{name} is text; {value!r} is not")
+            out[name] = str(value).lower()
         elif field.type is FieldType.keywords:
-            out[name] = tuple(str(v).casefold() for v in value)
+            if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
+                raise ValueError(f"{name} is a list of words, e.g. [hazard]; {value!r} is not")
+            out[name] = tuple(str(v).lower() for v in value)
+        elif field.type is FieldType.boolean:
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} is true or false; {value!r} is not")
+            out[name] = value
         else:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} is a number; {value!r} is not")
+            if not math.isfinite(value):
+                raise ValueError(f"{name}: {value!r} is not a finite number")
+            if field.type is FieldType.integer and value != int(value):
+                raise ValueError(f"{name} is a whole number; {value!r} is not")
             out[name] = value
     if "text" not in out and ("title" in out or "description" in out):
         out["text"] = "\n".join(out[k] for k in ("title", "description") if k in out)

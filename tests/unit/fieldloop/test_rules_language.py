@@ -250,3 +250,28 @@ def test_schema_errors_and_duplicate_ids(tmp_path: Path) -> None:
     extra = CLASSIFICATION.replace("  - id: catch-all\n", "  - id: catch-all\n    colour: red\n")
     with pytest.raises(FileError, match=r"colour"):
         load_ruleset(write(tmp_path, "c.yaml", extra))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"tags": "hazard"}, "tags is a list of words"),
+        ({"fault.value": True}, "fault.value is a number"),
+        ({"fault.value": "7"}, "fault.value is a number"),
+        ({"fault.value": float("nan")}, "not a finite number"),
+        ({"hour": 7.5}, "hour is a whole number"),
+        ({"reopened": "yes"}, "reopened is true or false"),
+        ({"title": ["a"]}, "title is text"),
+    ],
+)
+def test_facts_of_the_wrong_type_are_refused_by_name(raw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        normalise_facts(raw)
+
+
+def test_patterns_and_text_agree_on_case() -> None:
+    node = parse_condition({"location": {"matches": "straße"}})
+    assert holds(node, facts(location="Hauptstraße 5"))
+    assert holds(
+        parse_condition({"location": {"contains_any": ["STRASSE"]}}), facts(location="strasse")
+    )
