@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         description="the planners' decision rules (classification.yaml, priority.yaml), "
         "watched and reloaded when they change; empty: no rules",
     )
+    rules_engine: Literal["durable", "reference"] = Field(
+        "durable",
+        description="durable: the rules run on durable-rules in a supervised worker process; "
+        "reference: the pure-Python evaluator (same decisions, no worker)",
+    )
     iot_reopen_window: timedelta = Field(
         timedelta(hours=24),
         description="the same fault on the same asset this soon after its ticket closed "

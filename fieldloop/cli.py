@@ -407,6 +407,12 @@ def _rules_test(files: list[Path]) -> int:
     from fieldloop.rules.testing import default_engines, run_tests
 
     engines = default_engines()
+    try:  # central's runtime, where it is installed (an edge gateway has no central)
+        from central.rules.worker import DurableEngine
+
+        engines.append(DurableEngine())
+    except ImportError:
+        print("fieldloop rules test: durable-rules is not installed; reference engine only")
     counts = {e.name: [0, 0] for e in engines}  # engine -> [passed, failed]
     broken = 0
     for path in files:
@@ -431,6 +437,10 @@ def _rules_test(files: list[Path]) -> int:
                     print(f"PASS [{r.engine}] {path}:{r.line}:{r.col}: test {r.name!r}")
                 else:
                     print(f"FAIL [{r.engine}] {r.problem}")
+    for engine in engines:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
     for name, (ok, bad) in counts.items():
         print(f"{name}: {ok + bad} test(s), {ok} passed, {bad} failed")
     if broken:

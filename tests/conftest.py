@@ -4,6 +4,7 @@ databases and topic roots per test, free ports, and a check that no test leaks a
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,11 @@ import pytest
 from fieldloop.topics import Topics
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Central decides with the pure-Python evaluator in tests unless a test asks for durable-rules:
+# the differential tests hold the two to the same answers, and a worker process per app start
+# would add minutes to the suite. tests/integration/central/test_live_rules.py runs both.
+os.environ.setdefault("FIELDLOOP_RULES_ENGINE", "reference")
 MOSQUITTO_URL = "mqtt://127.0.0.1:1883"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 

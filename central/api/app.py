@@ -31,7 +31,7 @@ from central.api.routes import (
 from central.ingest.consumer import EventConsumer
 from central.ingest.events import IngestOutcome, IngestPolicy
 from central.services.idempotency import KEEP_FOR, purge_expired
-from central.services.live_rules import LiveRules
+from central.services.live_rules import Engine, LiveRules
 from central.settings import Settings
 from central.storage.db import make_engine, migrate, session_factory
 from fieldloop import __version__
@@ -62,13 +62,21 @@ def _purge(app: FastAPI) -> None:
         log.info("forgot %d idempotency key(s) older than %s", n, KEEP_FOR)
 
 
+def _engine(settings: Settings) -> Engine | None:
+    if settings.rules_engine == "reference" or settings.rules_dir is None:
+        return None
+    from central.rules.worker import DurableEngine  # the C engine lives in its worker only
+
+    return DurableEngine()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
     on_outcome: Callable[[Event, IngestOutcome], None] | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
-    live_rules = LiveRules(settings.rules_dir)
+    live_rules = LiveRules(settings.rules_dir, _engine(settings))
     policy = IngestPolicy(
         reopen_window=settings.iot_reopen_window,
         auto_resolve=settings.iot_auto_resolve,
@@ -110,6 +118,7 @@ def create_app(
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            await asyncio.to_thread(live_rules.close)
             engine.dispose()
 
     app = FastAPI(

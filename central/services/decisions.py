@@ -16,7 +16,7 @@ from central.services import history
 from central.services.live_rules import DecisionRules
 from central.storage.models import Ticket, TicketDecision
 from fieldloop.rules.conditions import normalise_facts
-from fieldloop.rules.evaluate import decide_classification, decide_priority, matching
+from fieldloop.rules.evaluate import decide_classification, decide_priority
 from fieldloop.rules.files import RuleSet
 
 RULES_ACTOR = "system:rules"
@@ -50,12 +50,13 @@ def apply_rules(
     *,
     now: datetime,
     extra: Mapping[str, Any] | None = None,
-    match: Matcher = matching,
+    match: Matcher | None = None,
 ) -> None:
     """Classify and prioritise ``ticket`` in the caller's transaction (it holds the row).
     ``extra``: facts the ticket row does not keep (an edge event's kind, metric and value)."""
     if rules.classification is None and rules.priority is None:
         return
+    match = match or rules.match
     raw = facts_for(ticket, now)
     raw.update({k: v for k, v in (extra or {}).items() if v is not None})
     facts = normalise_facts(raw)

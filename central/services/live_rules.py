@@ -8,18 +8,33 @@ set finishes on it, and every decision records the versions it used."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
+from fieldloop.rules.evaluate import matching
 from fieldloop.rules.files import RuleSet, load_ruleset
 from fieldloop.yamlfile import FileError
+
+Matcher = Callable[[RuleSet, Mapping[str, Any]], list[str]]
 
 log = logging.getLogger("fieldloop.central.rules")
 
 FILES = {"classification": "classification.yaml", "priority": "priority.yaml"}
+
+
+class Engine(Protocol):
+    name: str
+
+    def load(self, ruleset: RuleSet) -> object: ...
+    def unload(self, ruleset: RuleSet) -> None: ...
+    def matching(self, ruleset: RuleSet, facts: Mapping[str, Any]) -> list[str]: ...
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -28,6 +43,7 @@ class DecisionRules:
     priority: RuleSet | None
     loaded_at: datetime
     files: tuple[str, ...] = ()
+    match: Matcher = matching  # the engine that evaluates this set
 
     @property
     def version(self) -> str:
@@ -93,8 +109,9 @@ class LiveRules:
     """The live set for one central process. ``current`` is read without a lock: readers get
     either the old or the new set, never a mix."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, engine: Engine | None = None) -> None:
         self.directory = directory
+        self.engine = engine
         self.current: DecisionRules = EMPTY
         self.last_error: list[str] = []
         self.last_attempt: datetime | None = None
@@ -116,12 +133,56 @@ class LiveRules:
                 "\n".join(exc.problems),
             )
             return ReloadResult(False, self.current.version, exc.problems)
+        if self.engine is not None:
+            try:
+                candidate = self._on_engine(candidate)
+            except Exception as exc:  # the engine cannot run this set exactly: reject it whole
+                problem = f"{self.directory}: the rules engine refused the set: {exc}"
+                self.last_error = [problem]
+                log.error("%s; still running version %s", problem, self.current.version)
+                return ReloadResult(False, self.current.version, [problem])
         changed = candidate.version != self.current.version
+        old = self.current
         self.current = candidate
+        if self.engine is not None and changed:
+            for rs in (old.classification, old.priority):
+                if rs is not None and rs not in (candidate.classification, candidate.priority):
+                    self._unload(rs)
         self.last_error = []
         if changed:
             log.info("rules version %s live (%s)", candidate.version, ", ".join(candidate.files))
         return ReloadResult(True, candidate.version)
+
+    def _on_engine(self, candidate: DecisionRules) -> DecisionRules:
+        """Load the set into the engine before it goes live, and evaluate it there, falling
+        back to the reference evaluator for a call the engine cannot answer (its worker died
+        and is being restarted): a crash of the engine never stops tickets being decided."""
+        assert self.engine is not None
+        engine = self.engine
+        for rs in (candidate.classification, candidate.priority):
+            if rs is not None:
+                engine.load(rs)
+
+        def match(ruleset: RuleSet, facts: Mapping[str, Any]) -> list[str]:
+            try:
+                return engine.matching(ruleset, facts)
+            except RuntimeError as exc:  # EngineError: unavailable, timed out, action error
+                log.warning("rules engine %s failed (%s); decided by the reference", engine.name,
+                            exc)  # fmt: skip
+                return matching(ruleset, facts)
+
+        return dataclasses.replace(candidate, match=match)
+
+    def _unload(self, rs: RuleSet) -> None:
+        assert self.engine is not None
+        try:
+            self.engine.unload(rs)
+        except RuntimeError as exc:
+            log.warning("could not unload rules %s from the engine: %s", rs.version[:12], exc)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
 
     def _files_stamp(self) -> tuple[tuple[str, float, int], ...]:
         assert self.directory is not None

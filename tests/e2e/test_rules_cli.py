@@ -297,8 +297,10 @@ def test_rules_test_passes_and_fails_per_test(
     assert main(["rules", "test", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines() == [
         f"PASS [reference] {good}:26:5: test 'a leak in Chinese'",
+        f"PASS [durable-rules] {good}:26:5: test 'a leak in Chinese'",
         f"Testing {tmp_path / 'priority.yaml'}  no tests",
         "reference: 1 test(s), 1 passed, 0 failed",
+        "durable-rules: 1 test(s), 1 passed, 0 failed",
     ]
 
     good.write_text(
@@ -312,7 +314,11 @@ def test_rules_test_passes_and_fails_per_test(
         f"PASS [reference] {good}:26:5: test 'a leak in Chinese'",
         f"FAIL [reference] {good}:29:5: test 'a burst pipe': expected category plumbing, "
         "got general (rule catch-all)",
+        f"PASS [durable-rules] {good}:26:5: test 'a leak in Chinese'",
+        f"FAIL [durable-rules] {good}:29:5: test 'a burst pipe': expected category plumbing, "
+        "got general (rule catch-all)",
         "reference: 2 test(s), 1 passed, 1 failed",
+        "durable-rules: 2 test(s), 1 passed, 1 failed",
     ]
 
 

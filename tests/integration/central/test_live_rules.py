@@ -5,6 +5,8 @@ priority is never recomputed. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -79,9 +81,12 @@ def rules_dir(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.fixture
-def client(db_url: str, rules_dir: Path) -> Iterator[TestClient]:
-    app = create_app(Settings(db_url=db_url, broker_url=None, rules_dir=rules_dir))
+@pytest.fixture(params=["durable", "reference"])
+def client(db_url: str, rules_dir: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    settings = Settings(
+        db_url=db_url, broker_url=None, rules_dir=rules_dir, rules_engine=request.param
+    )
+    app = create_app(settings)
     with TestClient(app) as c:
         c.people = add_people(app.state.sessions)  # type: ignore[attr-defined]
         yield c
@@ -228,3 +233,22 @@ def test_a_10_mb_file_is_rejected_without_stopping_anything(
     r = client.post("/rules/reload", headers=h(client, "admin"))
     assert r.status_code == 422 and "1 MB" in r.text
     assert client.get("/healthz").status_code == 200
+
+
+def test_a_killed_engine_worker_never_stops_tickets_being_decided(
+    sqlite_url: str, rules_dir: Path
+) -> None:
+    settings = Settings(
+        db_url=sqlite_url, broker_url=None, rules_dir=rules_dir, rules_engine="durable"
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        client.people = add_people(app.state.sessions)  # type: ignore[attr-defined]
+        engine = app.state.live_rules.engine
+        first = engine.worker_pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        for _ in range(3):  # the call that finds it dead falls back; the next restarts it
+            t = client.post("/tickets", json=REPORT, headers=h(client, "cust.chen")).json()
+            assert (t["ticket"]["category"], t["ticket"]["priority"]) == ("gas", "P1")
+        assert engine.worker_pid not in (None, first)
