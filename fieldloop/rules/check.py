@@ -77,7 +77,7 @@ def load_checked(path: Path) -> Loaded:
         return out
     out.kind = str(kind)
     try:
-        out.ruleset = load_ruleset(path, text)
+        out.ruleset = load_ruleset(path, text, out.data)
     except FileError as exc:
         out.problems += exc.problems
     except Exception as exc:  # a loader bug: see _loader_bug

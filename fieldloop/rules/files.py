@@ -127,8 +127,9 @@ class RuleSet:
     spec: _File | None = None  # the validated file (its tests)
 
 
-def load_ruleset(path: Path, text: str | None = None) -> RuleSet:
-    """Parse, validate and compile one rule file, or raise FileError listing every problem."""
+def load_ruleset(path: Path, text: str | None = None, data: Any = None) -> RuleSet:
+    """Parse, validate and compile one rule file, or raise FileError listing every problem.
+    ``data``: the file already parsed from ``text`` (the checker parses once, not twice)."""
     if text is None:
         try:
             raw = path.read_bytes()
@@ -137,7 +138,8 @@ def load_ruleset(path: Path, text: str | None = None) -> RuleSet:
         text = raw.decode("utf-8", errors="replace")
     else:
         raw = text.encode()
-    data = parse_yaml(path, text)
+    if data is None:
+        data = parse_yaml(path, text)
     kind = data.get("kind") if hasattr(data, "get") else None
     model = KINDS.get(str(kind))
     if model is None:
