@@ -141,14 +141,12 @@ def apply_event(
     _adopt_overtaking_events(session, ticket, event)
     if not created:
         ticket.updated_at = received_at
-        history.append(
+        history.record(
             session,
             ticket,
             at=received_at,
             actor=SYSTEM_ACTOR,
             action=event.kind.value,
-            from_state=ticket.state,
-            to_state=ticket.state,
             note=f"{event.metric or event.rule_id} from {event.device} at "
             f"{event.event_time.isoformat()}",
             data={"event_id": event.id, "seq": event.seq, "value": event.value},

@@ -122,14 +122,12 @@ def attach(
     )
     session.add(row)
     ticket.updated_at = now
-    history.append(
+    history.record(
         session,
         ticket,
         at=now,
         actor=actor,
         action="attached",
-        from_state=ticket.state,
-        to_state=ticket.state,
         note=caption,
         data={
             "sha256": sha256,

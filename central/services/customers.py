@@ -33,14 +33,12 @@ def issue_link(session: Session, ticket: Ticket, *, actor: str, now: datetime) -
     token = new_token("flc")
     ticket.customer_token_hash = digest(token)
     ticket.updated_at = now
-    history.append(
+    history.record(
         session,
         ticket,
         at=now,
         actor=actor,
         action="customer_link",
-        from_state=ticket.state,
-        to_state=ticket.state,
         note="a new private link was issued to the customer",
     )
     return token
@@ -65,14 +63,12 @@ def rate(
     ticket.csat_comment = comment
     ticket.rated_at = now
     ticket.updated_at = now
-    history.append(
+    history.record(
         session,
         ticket,
         at=now,
         actor=actor,
         action="rated",
-        from_state=ticket.state,
-        to_state=ticket.state,
         note=comment,
         data={"score": score},
     )

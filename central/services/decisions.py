@@ -85,14 +85,12 @@ def apply_rules(
         data["priority"] = {"priority": pr.priority, "score": pr.score, "rules": list(hits)}
     ticket.rules_version = rules.version
     ticket.updated_at = now
-    history.append(
+    history.record(
         session,
         ticket,
         at=now,
         actor=RULES_ACTOR,
         action="classified",
-        from_state=ticket.state,
-        to_state=ticket.state,
         data=data,
     )
 

@@ -12,14 +12,12 @@ from central.storage.models import PartUsed, Ticket
 
 def add_note(session: Session, ticket: Ticket, text: str, *, actor: str, now: datetime) -> None:
     ticket.updated_at = now
-    history.append(
+    history.record(
         session,
         ticket,
         at=now,
         actor=actor,
         action="note",
-        from_state=ticket.state,
-        to_state=ticket.state,
         note=text,
     )
 
@@ -47,14 +45,12 @@ def record_parts(
     ]
     session.add_all(rows)
     ticket.updated_at = now
-    history.append(
+    history.record(
         session,
         ticket,
         at=now,
         actor=actor,
         action="parts_used",
-        from_state=ticket.state,
-        to_state=ticket.state,
         data={"parts": [{"part_no": n, "quantity": q, "unit": u} for n, _d, q, u in parts]},
     )
     return rows

@@ -61,6 +61,23 @@ _COLUMNS = (
 )  # fmt: skip
 
 
+def record(
+    session: Session,
+    ticket: Ticket,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    note: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> TicketEvent:
+    """An entry that does not move the ticket (a note, a photo, a rating, a decision)."""
+    return append(
+        session, ticket, at=at, actor=actor, action=action, from_state=ticket.state,
+        to_state=ticket.state, note=note, data=data,
+    )  # fmt: skip
+
+
 def stored_entry(row: TicketEvent) -> dict[str, Any]:
     return canonical_entry(
         ticket_id=row.ticket_id,

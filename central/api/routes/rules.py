@@ -115,14 +115,12 @@ def set_priority(
         ticket = visible_ticket(session, caller, ticket_id, lock=True)
         before = ticket.priority
         ticket.priority, ticket.priority_source, ticket.updated_at = body.priority, "manual", now
-        history.append(
+        history.record(
             session,
             ticket,
             at=now,
             actor=caller.user,
             action="priority_set",
-            from_state=ticket.state,
-            to_state=ticket.state,
             data={"from": before, "to": body.priority, "reason": body.reason},
         )
         return TicketPublic.of(ticket, caller)
