@@ -12,8 +12,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from central.domain.lifecycle import Action
 from central.services import history
 from central.services.live_rules import DecisionRules
+from central.services.tickets import Step, apply_step
 from central.storage.models import Ticket, TicketDecision
 from fieldloop.rules.conditions import normalise_facts
 from fieldloop.rules.evaluate import decide_classification, decide_priority
@@ -57,6 +59,7 @@ def apply_rules(
     if rules.classification is None and rules.priority is None:
         return
     match = match or rules.match
+    suppressed: tuple[str, str] | None = None
     raw = facts_for(ticket, now)
     raw.update({k: v for k, v in (extra or {}).items() if v is not None})
     facts = normalise_facts(raw)
@@ -70,6 +73,8 @@ def apply_rules(
             ticket.department = out.queue
         ticket.skills = [{"skill": s.skill, "level": s.level} for s in out.skills]
         ticket.tags = list(out.tags)
+        if out.suppressed is not None and out.rule is not None:
+            suppressed = (out.rule, out.suppressed)
         _record(session, ticket, now, "classification", rules.classification, hits[:1], out, raw)
         data["classification"] = {"rule": out.rule, "category": out.category, "queue": out.queue}
         raw = {**raw, "category": out.category, "queue": out.queue, "tags": list(out.tags)}
@@ -93,6 +98,16 @@ def apply_rules(
         action="classified",
         data=data,
     )
+    if suppressed is not None:
+        # a suppressing rule (test tickets, known noise) cancels it, saying which rule and why;
+        # the record stays whole, and nobody is sent
+        apply_step(
+            session,
+            ticket,
+            Step(Action.cancel, reason=f"suppressed by rule {suppressed[0]}: {suppressed[1]}"),
+            actor=RULES_ACTOR,
+            now=now,
+        )
 
 
 def _record(

@@ -28,6 +28,9 @@ CLASSIFICATION = """\
 apiVersion: fieldloop/v1
 kind: ClassificationRules
 rules:
+  - id: test.ticket
+    when: {description: {in: [test, 测试]}}
+    then: [{set_category: test}, {suppress: {reason: "test ticket / 测试工单"}}]
   - id: gas.leak
     when: {text: {contains_any: [燃气泄漏, 煤气味, gas leak]}}
     then: [{set_category: gas}, {set_queue: emergency}, {add_tags: [hazard]},
@@ -252,3 +255,15 @@ def test_a_killed_engine_worker_never_stops_tickets_being_decided(
             t = client.post("/tickets", json=REPORT, headers=h(client, "cust.chen")).json()
             assert (t["ticket"]["category"], t["ticket"]["priority"]) == ("gas", "P1")
         assert engine.worker_pid not in (None, first)
+
+
+def test_a_suppressing_rule_cancels_the_ticket_saying_why(client: TestClient) -> None:
+    body = {**REPORT, "description": "测试"}
+    t = client.post("/tickets", json=body, headers=h(client, "cust.chen")).json()["ticket"]
+    assert (t["state"]["key"], t["category"], t["closed_at"] is not None) == (
+        "cancelled", "test", True,
+    )  # fmt: skip
+    detail = client.get(f"/tickets/{t['id']}", headers=h(client, "sup.wang")).json()
+    last = detail["history"][-1]
+    assert (last["action"], last["actor"]) == ("cancel", "system:rules")
+    assert last["data"]["reason"] == "suppressed by rule test.ticket: test ticket / 测试工单"
