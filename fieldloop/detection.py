@@ -37,7 +37,7 @@ from pydantic import (
 from fieldloop.durations import parse_duration
 from fieldloop.messages import Severity
 from fieldloop.profiles import REPO_ROOT
-from fieldloop.yamlfile import LocatedValueError, load, repeated
+from fieldloop.yamlfile import LocatedValueError, load, require_unique
 
 __all__ = [
     "AnyRule",
@@ -247,12 +247,7 @@ class DetectionFile(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
-        dup = repeated([r.id for r in self.rules])
-        if dup:
-            raise LocatedValueError(
-                f"rule id {dup[1]!r} is used twice; rule ids must be unique",
-                ("rules", dup[0], "id"),
-            )
+        require_unique([r.id for r in self.rules], "rule id", "id", "rules")
         return self
 
 

@@ -26,7 +26,15 @@ from pydantic import (
 from fieldloop.durations import parse_duration
 from fieldloop.jsonpath import parse as parse_path
 from fieldloop.registers import Order, RawType, register_count
-from fieldloop.yamlfile import FileError, FileProblem, LocatedValueError, load, position, repeated
+from fieldloop.yamlfile import (
+    FileError,
+    FileProblem,
+    LocatedValueError,
+    load,
+    position,
+    repeated,
+    require_unique,
+)
 
 Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s/+#$]+$")]
@@ -243,12 +251,7 @@ class SiteFile(_Strict):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Self:
-        dup = repeated([d.id for d in self.devices])
-        if dup:
-            raise LocatedValueError(
-                f"device id {dup[1]!r} is used twice; device ids must be unique",
-                ("devices", dup[0], "id"),
-            )
+        require_unique([d.id for d in self.devices], "device id", "id", "devices")
         return self
 
 

@@ -51,6 +51,15 @@ def repeated(values: Sequence[object]) -> tuple[int, object] | None:
     return None
 
 
+def require_unique(values: Sequence[object], what: str, key: str, list_name: str) -> None:
+    """Raise at the second of two equal values: ``what`` {value} is used twice."""
+    dup = repeated(values)
+    if dup:
+        raise LocatedValueError(
+            f"{what} {dup[1]!r} is used twice; {what}s must be unique", (list_name, dup[0], key)
+        )
+
+
 class FileError(Exception):
     """A configuration file is wrong. The message lists every problem as file:line:col."""
 

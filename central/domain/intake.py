@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from central.domain.labels import by_label
+
 
 class Urgency(StrEnum):
     critical = "critical"
@@ -42,11 +44,8 @@ def refuse_nul(value: object) -> object:
 def parse_urgency(value: object) -> object:
     """Accept the key, the English or the Chinese label ("high", "High", "高")."""
     if isinstance(value, str):
-        text = value.strip()
-        for urgency, (en, zh) in URGENCY_LABELS.items():
-            if text in (urgency.value, zh) or text.lower() == en.lower():
-                return urgency
-    return value  # the enum check then names the allowed values
+        return by_label(value, URGENCY_LABELS) or value  # else the enum check names the values
+    return value
 
 
 class TicketRequest(BaseModel):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from central.domain.labels import by_label
+
 
 class State(StrEnum):
     new = "new"
@@ -179,19 +181,19 @@ def allowed_actions(state: State) -> list[Action]:
 
 def parse_state(text: str) -> State:
     """A state by key, English or Chinese label ("in_progress", "In progress", "服务中")."""
-    t = text.strip()
-    for state, (en, zh) in STATE_LABELS.items():
-        if t in (state.value, zh) or t.lower() == en.lower():
-            return state
-    raise ValueError(
-        f"unknown state {text!r}; use one of "
-        + ", ".join(f"{s.value} ({zh})" for s, (_en, zh) in STATE_LABELS.items())
-    )
+    state = by_label(text, STATE_LABELS)
+    if state is None:
+        raise ValueError(
+            f"unknown state {text!r}; use one of "
+            + ", ".join(f"{s.value} ({zh})" for s, (_en, zh) in STATE_LABELS.items())
+        )
+    return state
 
 
 def parse_action(text: str) -> Action:
-    t = text.strip()
-    for action, (en, zh) in ACTION_LABELS.items():
-        if t in (action.value, zh) or t.lower() == en.lower():
-            return action
-    raise ValueError(f"unknown action {text!r}; use one of {', '.join(a.value for a in Action)}")
+    action = by_label(text, ACTION_LABELS)
+    if action is None:
+        raise ValueError(
+            f"unknown action {text!r}; use one of {', '.join(a.value for a in Action)}"
+        )
+    return action

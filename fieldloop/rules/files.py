@@ -19,10 +19,9 @@ from fieldloop.rules.conditions import ConditionError, Node, Problem, parse_cond
 from fieldloop.yamlfile import (
     FileError,
     FileProblem,
-    LocatedValueError,
     parse_yaml,
     position,
-    repeated,
+    require_unique,
     validate,
 )
 
@@ -80,12 +79,7 @@ class _File(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
-        dup = repeated([r.id for r in self.rules])
-        if dup:
-            raise LocatedValueError(
-                f"rule id {dup[1]!r} is used twice; rule ids must be unique",
-                ("rules", dup[0], "id"),
-            )
+        require_unique([r.id for r in self.rules], "rule id", "id", "rules")
         return self
 
 

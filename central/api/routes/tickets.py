@@ -401,13 +401,20 @@ def _on_ticket(
     ticket_id: int,
     what: Operation,
     body: BaseModel,
-    work: Callable[[Session, Ticket], tuple[int, Any]],
+    work: Callable[[Session, Ticket], tuple[int, Any] | None],
 ) -> Response:
+    """Lock the ticket, check ``what`` is the caller's to do, run ``work``; its answer, or the
+    ticket as it now is."""
+
     def handler(session: Session) -> tuple[int, Any]:
         with domain_errors():
             ticket = visible_ticket(session, caller, ticket_id, lock=True)
             may(caller, what, ticket)
-            return work(session, ticket)
+            answer = work(session, ticket)
+        if answer is not None:
+            return answer
+        session.flush()
+        return 200, TicketPublic.of(ticket, caller)
 
     return _idempotent(request, caller, key, body, handler)
 
@@ -418,27 +425,23 @@ def _on_ticket(
 def add_note(
     ticket_id: int, body: NoteIn, request: Request, caller: CallerDep, key: IdempotencyKey = None
 ) -> Response:
-    def work(session: Session, ticket: Ticket) -> tuple[int, Any]:
+    def work(session: Session, ticket: Ticket) -> None:
         evidence.add_note(session, ticket, body.text, actor=caller.user, now=_now())
-        session.flush()
-        return 200, TicketPublic.of(ticket, caller)
 
     return _on_ticket(request, caller, key, ticket_id, Operation.note, body, work)
 
 
 @router.post(
-    "/tickets/{ticket_id}/parts", response_model=TicketDetail, responses=_ERRORS, tags=["evidence"]
+    "/tickets/{ticket_id}/parts", response_model=TicketPublic, responses=_ERRORS, tags=["evidence"]
 )
 def parts_used(
     ticket_id: int, body: PartsIn, request: Request, caller: CallerDep, key: IdempotencyKey = None
 ) -> Response:
     """Parts fitted on the job (for stores and invoicing); the assigned engineer's."""
 
-    def work(session: Session, ticket: Ticket) -> tuple[int, Any]:
+    def work(session: Session, ticket: Ticket) -> None:
         rows = [(p.part_no, p.description, p.quantity, p.unit) for p in body.parts]
         evidence.record_parts(session, ticket, rows, actor=caller.user, now=_now())
-        session.flush()
-        return 200, TicketPublic.of(ticket, caller)
 
     return _on_ticket(request, caller, key, ticket_id, Operation.record_parts, body, work)
 
@@ -451,10 +454,8 @@ def rate(
 ) -> Response:
     """The customer rates the job 1-5 with a comment (CSAT), once."""
 
-    def work(session: Session, ticket: Ticket) -> tuple[int, Any]:
+    def work(session: Session, ticket: Ticket) -> None:
         customers.rate(session, ticket, body.score, body.comment, actor=caller.user, now=_now())
-        session.flush()
-        return 200, TicketPublic.of(ticket, caller)
 
     return _on_ticket(request, caller, key, ticket_id, Operation.rate, body, work)
 
