@@ -80,7 +80,8 @@ def explain(args: argparse.Namespace) -> int:
     print(f"ticket #{ticket.id}: {ticket.title}")
     print(
         f"  category {ticket.category}, queue {ticket.department}, priority {ticket.priority} "
-        f"({ticket.priority_source or 'unknown'}), rules version {ticket.rules_version}"
+        f"({ticket.priority_source or 'unknown'}), dispatch policy {ticket.dispatch_policy}, "
+        f"SLA policy {ticket.sla_policy}, rules version {ticket.rules_version}"
     )
     if not rows:
         print("  no rule decided anything for this ticket (no rules were live when it came in)")
@@ -107,14 +108,14 @@ def _recorded(args: argparse.Namespace) -> Iterable[tuple[str, Mapping[str, Any]
     if args.events:
         path = Path(args.events)
         with path.open(encoding="utf-8") as f:
-            yield from facts_of_events(f, str(path))
+            yield from facts_of_events(f, str(path), args.timezone)
         return
     from central.services.replay_source import recorded_tickets
 
     engine = make_engine(args.db)
     try:
         with session_factory(engine)() as session:
-            yield from recorded_tickets(session)
+            yield from recorded_tickets(session, timezone=args.timezone)
     finally:
         engine.dispose()
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +37,11 @@ class Settings(BaseSettings):
         description="durable: the rules run on durable-rules in a supervised worker process; "
         "reference: the pure-Python evaluator (same decisions, no worker)",
     )
+    timezone: str = Field(
+        "UTC",
+        description="the sites' IANA time zone (e.g. Asia/Shanghai): the `hour` and `weekday` "
+        "the rules see are local time here",
+    )
     iot_reopen_window: timedelta = Field(
         timedelta(hours=24),
         description="the same fault on the same asset this soon after its ticket closed "
@@ -55,6 +61,16 @@ class Settings(BaseSettings):
     webhook_replay_window: int = Field(
         300, ge=10, le=3600, description="seconds a signed webhook delivery stays valid"
     )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{v!r} is not an IANA time zone (e.g. Asia/Shanghai, UTC)") from exc
+        return v
+
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest JSON or form body")
     max_upload_bytes: int = Field(
         21 * 1_048_576, ge=1024, description="largest multipart upload (photos, signatures)"

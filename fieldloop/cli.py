@@ -222,7 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     rreplay.add_argument("--events", default=None, help="replay these edge events (JSON Lines)")
     rreplay.add_argument("--fail-if", default=None, help="e.g. 'changed > 5%%' or 'changed >= 10'")
     rreplay.add_argument("--show", type=int, default=50, help="changed outcomes to print")
+    _flag(rreplay, "--timezone", "TIMEZONE", "UTC", "the sites' time zone: the hour rules see",
+          type=_zone)  # fmt: skip
     return parser
+
+
+def _zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an IANA time zone (e.g. Asia/Shanghai, UTC)"
+        ) from None
+    return value
 
 
 def _need(value: str | None, flag: str, env: str) -> str:

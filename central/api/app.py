@@ -76,7 +76,7 @@ def create_app(
     on_outcome: Callable[[Event, IngestOutcome], None] | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
-    live_rules = LiveRules(settings.rules_dir, _engine(settings))
+    live_rules = LiveRules(settings.rules_dir, _engine(settings), settings.timezone)
     policy = IngestPolicy(
         reopen_window=settings.iot_reopen_window,
         auto_resolve=settings.iot_auto_resolve,

@@ -135,6 +135,14 @@ class TicketPublic(BaseModel):
     description: str
     category: str | None
     priority: str | None
+    priority_source: str | None = Field(description="intake, rules or manual (never recomputed)")
+    priority_score: int | None
+    tags: list[str]
+    skills: list[dict[str, Any]] = Field(description="needed skills: {skill, level}")
+    dispatch_policy: str | None = Field(description="chosen by rules/dispatch.yaml")
+    sla_policy: str | None = Field(description="chosen by rules/sla.yaml")
+    rules_version: str | None
+    parent_id: int | None = Field(description="the ticket whose rule opened this follow-up")
     severity: str | None
     location: str | None
     problem_type: str | None

@@ -1,7 +1,7 @@
 """Applying the planners' decision rules to a ticket: classification (category, queue, skills,
-tags) then priority (scores into bands), each decision stored with the rule ids and the file
-versions that made it, and a history entry. A priority a dispatcher set by hand is never
-recomputed."""
+tags), priority (scores into bands), then the dispatch and SLA policies, each decision stored
+with the rule ids and the file versions that made it, and a history entry. A priority a
+dispatcher set by hand is never recomputed."""
 
 from __future__ import annotations
 
@@ -9,24 +9,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from central.domain.lifecycle import Action
+from central.domain.lifecycle import Action, State
 from central.services import history
 from central.services.live_rules import DecisionRules
 from central.services.tickets import Step, apply_step
 from central.storage.models import Ticket, TicketDecision
+from fieldloop.rules.actions import FollowUp, render
 from fieldloop.rules.conditions import normalise_facts
-from fieldloop.rules.evaluate import decide_classification, decide_priority
+from fieldloop.rules.evaluate import decide_classification, decide_policy, decide_priority
 from fieldloop.rules.files import RuleSet
 
 RULES_ACTOR = "system:rules"
 Matcher = Callable[[RuleSet, Mapping[str, Any]], list[str]]
 
 
-def facts_for(ticket: Ticket, at: datetime) -> dict[str, Any]:
-    """What the rules see of a ticket (field names as `fieldloop rules fields` lists them)."""
+def facts_for(ticket: Ticket, at: datetime, timezone: str = "UTC") -> dict[str, Any]:
+    """What the rules see of a ticket (field names as `fieldloop rules fields` lists them);
+    ``hour`` and ``weekday`` are local time in the sites' ``timezone``."""
+    local = at.astimezone(ZoneInfo(timezone))
     raw: dict[str, Any] = {
         "title": ticket.title,
         "description": ticket.description,
@@ -39,8 +43,8 @@ def facts_for(ticket: Ticket, at: datetime) -> dict[str, Any]:
         "fault.code": ticket.rule_id,
         "fault.severity": ticket.severity,
         "reopened": ticket.reopen_count > 0 if ticket.reopen_count is not None else False,
-        "hour": at.hour,  # UTC until sites carry a time zone (the SLA issue's calendars)
-        "weekday": at.isoweekday(),
+        "hour": local.hour,
+        "weekday": local.isoweekday(),
     }
     return {k: v for k, v in raw.items() if v is not None}
 
@@ -54,13 +58,15 @@ def apply_rules(
     extra: Mapping[str, Any] | None = None,
     match: Matcher | None = None,
 ) -> None:
-    """Classify and prioritise ``ticket`` in the caller's transaction (it holds the row).
+    """Classify and prioritise ``ticket`` in the caller's transaction (it holds the row), then
+    choose its dispatch and SLA policies and open any follow-up job a rule asks for.
     ``extra``: facts the ticket row does not keep (an edge event's kind, metric and value)."""
-    if rules.classification is None and rules.priority is None:
+    if not rules.sets:
         return
     match = match or rules.match
     suppressed: tuple[str, str] | None = None
-    raw = facts_for(ticket, now)
+    follow_ups: list[tuple[str, FollowUp]] = []
+    raw = facts_for(ticket, now, rules.timezone)
     raw.update({k: v for k, v in (extra or {}).items() if v is not None})
     facts = normalise_facts(raw)
     data: dict[str, Any] = {"rules_version": rules.version}
@@ -75,6 +81,8 @@ def apply_rules(
         ticket.tags = list(out.tags)
         if out.suppressed is not None and out.rule is not None:
             suppressed = (out.rule, out.suppressed)
+        if out.rule is not None:
+            follow_ups += [(out.rule, f) for f in out.open_tickets]
         _record(session, ticket, now, "classification", rules.classification, hits[:1], out, raw)
         data["classification"] = {"rule": out.rule, "category": out.category, "queue": out.queue}
         raw = {**raw, "category": out.category, "queue": out.queue, "tags": list(out.tags)}
@@ -86,8 +94,14 @@ def apply_rules(
             ticket.priority = pr.priority
             ticket.priority_source = "rules"
         ticket.priority_score = pr.score
+        by_id = {r.id: r for r in rules.priority.rules}
+        follow_ups += [
+            (rid, a.value) for rid in hits for a in by_id[rid].actions if a.name == "open_ticket"
+        ]
         _record(session, ticket, now, "priority", rules.priority, hits, pr, raw)
         data["priority"] = {"priority": pr.priority, "score": pr.score, "rules": list(hits)}
+    if suppressed is None:
+        data.update(_choose_policies(session, ticket, rules, now, raw, match))
     ticket.rules_version = rules.version
     ticket.updated_at = now
     history.record(
@@ -108,6 +122,112 @@ def apply_rules(
             actor=RULES_ACTOR,
             now=now,
         )
+        return
+    for rule_id, follow in follow_ups:
+        open_follow_up(session, ticket, rules, follow, rule_id=rule_id, now=now, match=match)
+
+
+def _choose_policies(
+    session: Session,
+    ticket: Ticket,
+    rules: DecisionRules,
+    now: datetime,
+    raw: Mapping[str, Any],
+    match: Matcher,
+) -> dict[str, Any]:
+    """dispatch.yaml and sla.yaml pick a policy each from the decided ticket (its priority,
+    category, tags); the choice is pinned on the ticket with the rules version."""
+    raw = {**raw, "priority": ticket.priority, "category": ticket.category,
+           "queue": ticket.department, "tags": list(ticket.tags or [])}  # fmt: skip
+    facts = normalise_facts({k: v for k, v in raw.items() if v is not None})
+    data: dict[str, Any] = {}
+    for kind, ruleset in (("dispatch", rules.dispatch), ("sla", rules.sla)):
+        if ruleset is None:
+            continue
+        hits = match(ruleset, facts)[:1]
+        choice = decide_policy(ruleset, hits)
+        setattr(ticket, f"{kind}_policy", choice.policy)
+        _record(session, ticket, now, kind, ruleset, hits, choice, dict(raw))
+        data[kind] = {"policy": choice.policy, "rule": choice.rule}
+    return data
+
+
+def placeholders(ticket: Ticket) -> dict[str, str | None]:
+    """The values of the placeholders a rule's message or follow-up title may use."""
+    return {
+        "ticket.id": f"#{ticket.id}",
+        "ticket.title": ticket.title,
+        "asset.id": ticket.asset_id,
+        "asset.name": ticket.asset_id,  # the asset registry's name when there is one
+        "site": ticket.site,
+        "location": ticket.location,
+        "fault.code": ticket.rule_id,
+        "category": ticket.category,
+        "priority": ticket.priority,
+        "queue": ticket.department,
+    }
+
+
+def open_follow_up(
+    session: Session,
+    parent: Ticket,
+    rules: DecisionRules,
+    follow: FollowUp,
+    *,
+    rule_id: str,
+    now: datetime,
+    match: Matcher | None = None,
+) -> Ticket:
+    """A second job beside ``parent`` (open_ticket): classified by the action itself, so no
+    classification or priority rule runs on it and a rule can never open tickets in a loop;
+    its dispatch and SLA policies are chosen like any ticket's."""
+    values = placeholders(parent)
+    title = render(follow.title, values)[:200]
+    description = (
+        render(follow.description, values)
+        if follow.description
+        else f"Opened by rule {rule_id} for ticket #{parent.id}: {parent.title}"
+    )
+    child = Ticket(
+        state=State.new.value,
+        state_entered_at=now,
+        source="rules",
+        title=title,
+        description=description,
+        category=follow.category,
+        department=follow.queue,
+        priority=follow.priority or parent.priority,
+        priority_source="rules",
+        location=parent.location,
+        site=parent.site,
+        asset_id=parent.asset_id,
+        reporter=RULES_ACTOR,
+        parent_id=parent.id,
+        tags=["follow-up"],
+        skills=[],
+        fault_active=False,
+        occurrences=1,
+        readings={},
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(child)
+    history.append(
+        session, child, at=now, actor=RULES_ACTOR, action="created", from_state=None,
+        to_state=State.new.value, note=f"follow-up of #{parent.id}, opened by rule {rule_id}",
+        data={"channel": "rules", "parent": parent.id, "rule": rule_id},
+    )  # fmt: skip
+    data = _choose_policies(session, child, rules, now, {"source": "rules"}, match or rules.match)
+    child.rules_version = rules.version
+    if data:
+        history.record(session, child, at=now, actor=RULES_ACTOR, action="classified",
+                       data={"rules_version": rules.version, **data})  # fmt: skip
+    history.record(
+        session, parent, at=now, actor=RULES_ACTOR, action="follow_up_opened",
+        note=f"rule {rule_id} opened #{child.id}: {title}",
+        data={"ticket": child.id, "rule": rule_id},
+    )  # fmt: skip
+    return child
 
 
 def _record(

@@ -25,7 +25,12 @@ Matcher = Callable[[RuleSet, Mapping[str, Any]], list[str]]
 
 log = logging.getLogger("fieldloop.central.rules")
 
-FILES = {"classification": "classification.yaml", "priority": "priority.yaml"}
+FILES = {
+    "classification": "classification.yaml",
+    "priority": "priority.yaml",
+    "dispatch": "dispatch.yaml",
+    "sla": "sla.yaml",
+}
 
 
 class Engine(Protocol):
@@ -44,12 +49,27 @@ class DecisionRules:
     loaded_at: datetime
     files: tuple[str, ...] = ()
     match: Matcher = matching  # the engine that evaluates this set
+    dispatch: RuleSet | None = None
+    sla: RuleSet | None = None
+    timezone: str = "UTC"  # the sites' zone: the hour and weekday the rules see
+
+    @property
+    def sets(self) -> tuple[RuleSet, ...]:
+        return tuple(r for r in (self.classification, self.priority, self.dispatch, self.sla) if r)
 
     @property
     def version(self) -> str:
-        """One id for the set: changes whenever any file's content does."""
-        parts = [r.version for r in (self.classification, self.priority) if r is not None]
+        """One id for the set: changes whenever any file's content does (a calendar's holiday
+        file counts as part of sla.yaml)."""
+        parts = [r.version + _days_off_digest(r) for r in self.sets]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16] if parts else "none"
+
+
+def _days_off_digest(rs: RuleSet) -> str:
+    if not rs.days_off:
+        return ""
+    days = sorted(f"{c}:{d.isoformat()}" for c, ds in rs.days_off.items() for d in ds)
+    return hashlib.sha256(",".join(days).encode()).hexdigest()[:16]
 
 
 EMPTY = DecisionRules(None, None, datetime.fromtimestamp(0, UTC))
@@ -76,7 +96,7 @@ def _check(path: Path) -> list[str]:
     return [str(p) for p in check_file(path)]
 
 
-def load_rules(directory: Path) -> DecisionRules:
+def load_rules(directory: Path, timezone: str = "UTC") -> DecisionRules:
     """Load the set in ``directory``; FileError-free: raises RulesRejected listing problems."""
     problems: list[str] = []
     sets: dict[str, RuleSet | None] = {}
@@ -95,7 +115,13 @@ def load_rules(directory: Path) -> DecisionRules:
     if problems:
         raise RulesRejected(problems)
     return DecisionRules(
-        sets.get("classification"), sets.get("priority"), datetime.now(UTC), tuple(present)
+        sets.get("classification"),
+        sets.get("priority"),
+        datetime.now(UTC),
+        tuple(present),
+        dispatch=sets.get("dispatch"),
+        sla=sets.get("sla"),
+        timezone=timezone,
     )
 
 
@@ -109,8 +135,11 @@ class LiveRules:
     """The live set for one central process. ``current`` is read without a lock: readers get
     either the old or the new set, never a mix."""
 
-    def __init__(self, directory: Path | None, engine: Engine | None = None) -> None:
+    def __init__(
+        self, directory: Path | None, engine: Engine | None = None, timezone: str = "UTC"
+    ) -> None:
         self.directory = directory
+        self.timezone = timezone
         self.engine = engine
         self.current: DecisionRules = EMPTY
         self.last_error: list[str] = []
@@ -123,7 +152,7 @@ class LiveRules:
             return ReloadResult(True, self.current.version)
         self._stamp = self._files_stamp()
         try:
-            candidate = load_rules(self.directory)
+            candidate = load_rules(self.directory, self.timezone)
         except RulesRejected as exc:
             self.last_error = exc.problems
             log.error(
@@ -145,8 +174,8 @@ class LiveRules:
         old = self.current
         self.current = candidate
         if self.engine is not None and changed:
-            for rs in (old.classification, old.priority):
-                if rs is not None and rs not in (candidate.classification, candidate.priority):
+            for rs in old.sets:
+                if rs not in candidate.sets:
                     self._unload(rs)
         self.last_error = []
         if changed:
@@ -159,9 +188,8 @@ class LiveRules:
         and is being restarted): a crash of the engine never stops tickets being decided."""
         assert self.engine is not None
         engine = self.engine
-        for rs in (candidate.classification, candidate.priority):
-            if rs is not None:
-                engine.load(rs)
+        for rs in candidate.sets:
+            engine.load(rs)
 
         def match(ruleset: RuleSet, facts: Mapping[str, Any]) -> list[str]:
             try:
@@ -187,8 +215,9 @@ class LiveRules:
     def _files_stamp(self) -> tuple[tuple[str, float, int], ...]:
         assert self.directory is not None
         out = []
-        for filename in FILES.values():
-            p = self.directory / filename
+        # the rule files and what they read (an SLA calendar's .ics)
+        for p in [*(self.directory / f for f in FILES.values()), *self.directory.glob("*.ics")]:
+            filename = p.name
             try:
                 st = p.stat()
             except OSError:

@@ -13,7 +13,9 @@ from central.services.decisions import facts_for
 from central.storage.models import Ticket
 
 
-def recorded_tickets(session: Session, batch: int = 500) -> Iterator[tuple[str, dict[str, Any]]]:
+def recorded_tickets(
+    session: Session, batch: int = 500, timezone: str = "UTC"
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each ticket's facts on its own creation time (the virtual clock), oldest first."""
     last = 0
     while True:
@@ -25,6 +27,6 @@ def recorded_tickets(session: Session, batch: int = 500) -> Iterator[tuple[str, 
         if not rows:
             return
         for t in rows:
-            yield f"ticket #{t.id}", facts_for(t, t.created_at)
+            yield f"ticket #{t.id}", facts_for(t, t.created_at, timezone)
         last = rows[-1].id
         session.expunge_all()

@@ -63,6 +63,10 @@ class Ticket(Base):
     priority_source: Mapped[str | None] = mapped_column(String(16))  # rules | manual | intake
     priority_score: Mapped[int | None]
     rules_version: Mapped[str | None] = mapped_column(String(64))
+    dispatch_policy: Mapped[str | None] = mapped_column(String(64))  # dispatch.yaml's choice
+    sla_policy: Mapped[str | None] = mapped_column(String(64))  # sla.yaml's choice
+    # a follow-up job a rule opened beside this one (open_ticket)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
     site: Mapped[str | None] = mapped_column(String(128))
     asset_id: Mapped[str | None] = mapped_column(String(128), index=True)
     device_id: Mapped[str | None] = mapped_column(String(128))

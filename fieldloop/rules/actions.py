@@ -27,6 +27,18 @@ class Action:
 
 
 @dataclass(frozen=True)
+class FollowUp:
+    """open_ticket: a second job the rule opens beside the ticket (an inspection after a gas
+    leak, the lift contractor's report after an entrapment)."""
+
+    title: str
+    category: str
+    queue: str
+    priority: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
 class Skill:
     skill: str
     level: int
@@ -41,8 +53,11 @@ ACTIONS_BY_KIND: dict[str, tuple[str, ...]] = {
         "add_tags",
         "suppress",
         "notify",
+        "open_ticket",
     ),
-    "PriorityRules": ("add_score", "set_priority", "notify", "escalate"),
+    "PriorityRules": ("add_score", "set_priority", "notify", "escalate", "open_ticket"),
+    "DispatchRules": ("use_policy",),
+    "SlaRules": ("use_policy",),
 }
 ALL_ACTIONS = tuple(sorted({a for v in ACTIONS_BY_KIND.values() for a in v}))
 
@@ -63,6 +78,16 @@ def template(text: Any, where: str) -> str:
     if "{%" in text or "{#" in text:
         raise ValueError("only {{placeholder}} is allowed in messages, no template statements")
     return text
+
+
+def render(text: str, values: Mapping[str, Any]) -> str:
+    """A message with its placeholders filled in; one the ticket lacks shows as "-"."""
+
+    def fill(m: re.Match[str]) -> str:
+        v = values.get(m.group(1))
+        return "-" if v is None or v == "" else str(v)
+
+    return _PLACEHOLDER.sub(fill, text)
 
 
 def _name(value: Any, what: str) -> str:
@@ -133,6 +158,24 @@ def _value(name: str, value: Any) -> Any:
                 f"escalate.to is one of {', '.join(ROLES)}{did_you_mean(str(m['to']), ROLES)}"
             )
         return (m["to"], template(m["reason"], "escalate.reason"))
+    if name == "use_policy":
+        return _name(value, name)
+    if name == "open_ticket":
+        m = _mapping(value, name, {"title", "category", "queue"}, {"priority", "description"})
+        title = template(m["title"], "open_ticket.title")
+        if len(title) > 200:
+            raise ValueError("open_ticket.title is over 200 characters")
+        priority = m.get("priority")
+        if priority is not None and priority not in PRIORITIES:
+            raise ValueError(f"open_ticket.priority is one of {', '.join(PRIORITIES)}")
+        description = m.get("description")
+        return FollowUp(
+            title,
+            _name(m["category"], "open_ticket.category"),
+            _name(m["queue"], "open_ticket.queue"),
+            priority,
+            None if description is None else template(description, "open_ticket.description"),
+        )
     raise AssertionError(name)
 
 

@@ -203,12 +203,17 @@ def _first_hit(ruleset: RuleSet, data: Any) -> list[FileProblem]:
             break  # one reason per rule is enough
     if rules and not any(isinstance(r.condition, Always) for r in rules):
         last = rules[-1]
+        if ruleset.kind == "ClassificationRules":
+            what = "gets no category or queue"
+            then = "`then: [{set_category: general}, {set_queue: dispatch}]`"
+        else:
+            what = "gets no policy"
+            then = f"`then: [{{use_policy: {next(iter(ruleset.policies), 'standard')}}}]`"
         problems.append(
             FileProblem(
                 path, *position(data, ("rules", last.pri)),
-                "no catch-all: a ticket that matches no rule gets no category or queue; add a "
-                "last rule without `when`, e.g. `- id: catch-all` with "
-                "`then: [{set_category: general}, {set_queue: dispatch}]`",
+                f"no catch-all: a ticket that matches no rule {what}; add a last rule without "
+                f"`when`, e.g. `- id: catch-all` with {then}",
             )
         )  # fmt: skip
     return problems

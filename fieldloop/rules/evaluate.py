@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fieldloop.rules.actions import PRIORITIES, Skill
+from fieldloop.rules.actions import PRIORITIES, FollowUp, Skill
 from fieldloop.rules.conditions import holds
 from fieldloop.rules.files import RuleSet, band_for
 
@@ -21,6 +21,7 @@ class Classification:
     tags: tuple[str, ...] = ()
     suppressed: str | None = None  # the reason, when a rule suppressed the ticket
     notify: tuple[tuple[str, str], ...] = ()
+    open_tickets: tuple[FollowUp, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,15 @@ class Priority:
     forced_by: str | None = None  # a rule whose set_priority decided, if any
     notify: tuple[tuple[str, str], ...] = ()
     escalate: tuple[tuple[str, str], ...] = field(default=())
+    open_tickets: tuple[FollowUp, ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicyChoice:
+    """A dispatch or SLA policy chosen by first hit."""
+
+    rule: str | None
+    policy: str | None
 
 
 def matching(ruleset: RuleSet, facts: Mapping[str, Any]) -> list[str]:
@@ -46,6 +56,7 @@ def decide_classification(ruleset: RuleSet, hits: list[str]) -> Classification:
     out: dict[str, Any] = {"rule": rule.id}
     tags: list[str] = []
     notify = []
+    follow: list[FollowUp] = []
     for a in rule.actions:
         if a.name == "set_category":
             out["category"] = a.value
@@ -59,7 +70,9 @@ def decide_classification(ruleset: RuleSet, hits: list[str]) -> Classification:
             out["suppressed"] = a.value
         elif a.name == "notify":
             notify.append(a.value)
-    return Classification(**out, tags=tuple(tags), notify=tuple(notify))
+        elif a.name == "open_ticket":
+            follow.append(a.value)
+    return Classification(**out, tags=tuple(tags), notify=tuple(notify), open_tickets=tuple(follow))
 
 
 def decide_priority(ruleset: RuleSet, hits: list[str]) -> Priority:
@@ -68,7 +81,7 @@ def decide_priority(ruleset: RuleSet, hits: list[str]) -> Priority:
     by_id = {r.id: r for r in ruleset.rules}
     score = 0
     forced: tuple[int, str] | None = None
-    notify, escalate = [], []
+    notify, escalate, follow = [], [], []
     for rid in hits:
         for a in by_id[rid].actions:
             if a.name == "add_score":
@@ -81,11 +94,29 @@ def decide_priority(ruleset: RuleSet, hits: list[str]) -> Priority:
                 notify.append(a.value)
             elif a.name == "escalate":
                 escalate.append(a.value)
+            elif a.name == "open_ticket":
+                follow.append(a.value)
     band = band_for(ruleset.bands, score)
     forced_by = None
     if forced is not None and (band is None or forced[0] < PRIORITIES.index(band)):
         band, forced_by = PRIORITIES[forced[0]], forced[1]
-    return Priority(band, score, tuple(hits), forced_by, tuple(notify), tuple(escalate))
+    return Priority(
+        band, score, tuple(hits), forced_by, tuple(notify), tuple(escalate), tuple(follow)
+    )
+
+
+def decide_policy(ruleset: RuleSet, hits: list[str]) -> PolicyChoice:
+    """The policy the first matching rule names (dispatch.yaml, sla.yaml)."""
+    if not hits:
+        return PolicyChoice(None, None)
+    rule = next(r for r in ruleset.rules if r.id == hits[0])
+    policy = next((a.value for a in rule.actions if a.name == "use_policy"), None)
+    return PolicyChoice(rule.id, policy)
+
+
+def choose_policy(ruleset: RuleSet, facts: Mapping[str, Any]) -> PolicyChoice:
+    first = next((r.id for r in ruleset.rules if holds(r.condition, facts)), None)
+    return decide_policy(ruleset, [first] if first else [])
 
 
 def classify(ruleset: RuleSet, facts: Mapping[str, Any]) -> Classification:

@@ -25,10 +25,11 @@ class Field:
 
 
 _URGENCY = ("critical", "high", "medium", "low")
-_SOURCES = ("iot", "api", "web", "webhook")
+_SOURCES = ("iot", "api", "web", "webhook", "rules")
 _SEVERITY = ("critical", "major", "minor", "warning", "info")
 _KINDS = ("fault_opened", "fault_cleared", "comm_lost", "comm_restored", "maintenance_due",
           "flapping")  # fmt: skip
+_BANDS = ("p1", "p2", "p3", "p4")  # lowered, as facts are compared
 _CRITICALITY = ("low", "medium", "high", "critical")
 
 FIELDS: dict[str, Field] = {
@@ -45,6 +46,7 @@ FIELDS: dict[str, Field] = {
         Field("category", FieldType.keyword, "set by classification (priority rules read it)"),
         Field("queue", FieldType.keyword, "set by classification"),
         Field("tags", FieldType.keywords, "set by classification"),
+        Field("priority", FieldType.keyword, "set by priority.yaml", _BANDS),
         Field("asset.id", FieldType.keyword, "the asset, when known"),
         Field("asset.class", FieldType.keyword, "the asset's class (chiller, pump, lift ...)"),
         Field("asset.criticality", FieldType.keyword, "how much the asset matters", _CRITICALITY),

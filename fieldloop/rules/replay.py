@@ -12,10 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from fieldloop.rules.conditions import normalise_facts
-from fieldloop.rules.evaluate import Classification, Priority, classify, decide_priority, matching
+from fieldloop.rules.evaluate import (
+    Classification,
+    Priority,
+    choose_policy,
+    classify,
+    decide_priority,
+    matching,
+)
 from fieldloop.rules.files import RuleSet, load_ruleset
 
-FILES = ("classification.yaml", "priority.yaml")
+FILES = ("classification.yaml", "priority.yaml", "dispatch.yaml", "sla.yaml")
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,8 @@ class RuleSets:
     label: str
     classification: RuleSet | None
     priority: RuleSet | None
+    dispatch: RuleSet | None = None
+    sla: RuleSet | None = None
 
 
 @dataclass(frozen=True)
@@ -32,11 +41,13 @@ class Outcome:
     priority: str | None
     rule: str | None  # the classification rule that decided
     priority_rules: tuple[str, ...]
+    dispatch_policy: str | None = None
+    sla_policy: str | None = None
 
     def differs(self, other: Outcome) -> list[str]:
         return [
             name
-            for name in ("category", "queue", "priority")
+            for name in ("category", "queue", "priority", "dispatch_policy", "sla_policy")
             if getattr(self, name) != getattr(other, name)
         ]
 
@@ -69,7 +80,14 @@ def decide(sets: RuleSets, raw: Mapping[str, Any]) -> Outcome:
         pr = decide_priority(sets.priority, matching(sets.priority, facts2))
     else:
         pr = Priority(None, 0, ())
-    return Outcome(cl.category, cl.queue, pr.priority, cl.rule, pr.rules)
+    decided = {"category": cl.category, "queue": cl.queue, "tags": list(cl.tags),
+               "priority": pr.priority}  # fmt: skip
+    facts3 = normalise_facts({**raw, **{k: v for k, v in decided.items() if v is not None}})
+    policies = [
+        choose_policy(rs, facts3).policy if rs is not None else None
+        for rs in (sets.dispatch, sets.sla)
+    ]
+    return Outcome(cl.category, cl.queue, pr.priority, cl.rule, pr.rules, *policies)
 
 
 def replay(
@@ -88,20 +106,21 @@ def replay(
 
 
 def load_sets(label: str, directory: Path) -> RuleSets:
-    """The decision files in ``directory`` (either may be missing)."""
-    found = {name: directory / name for name in FILES if (directory / name).exists()}
-    return RuleSets(
-        label,
-        load_ruleset(found["classification.yaml"]) if "classification.yaml" in found else None,
-        load_ruleset(found["priority.yaml"]) if "priority.yaml" in found else None,
-    )
+    """The decision files in ``directory`` (any may be missing)."""
+    found = [load_ruleset(directory / n) if (directory / n).exists() else None for n in FILES]
+    return RuleSets(label, *found)
 
 
 def sets_at_git_ref(ref: str, repo: Path, rules_path: str, into: Path) -> RuleSets:
     """The decision files as they were at ``ref`` (a commit, branch or tag), written to
     ``into`` so problems still point at file:line:col."""
     into.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
+    listed = subprocess.run(
+        ["git", "-C", str(repo), "ls-tree", "--name-only", ref, f"{rules_path.rstrip('/')}/"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    calendars = [Path(p).name for p in listed.stdout.split() if p.endswith(".ics")]
+    for name in [*FILES, *calendars]:
         proc = subprocess.run(
             ["git", "-C", str(repo), "show", f"{ref}:{rules_path.rstrip('/')}/{name}"],
             capture_output=True,
@@ -134,12 +153,17 @@ def fails(report: Report, rule: tuple[str, float, bool]) -> bool:
     return value > limit if op == ">" else value >= limit
 
 
-def facts_of_events(lines: Iterable[str], source: str) -> Iterable[tuple[str, dict[str, Any]]]:
+def facts_of_events(
+    lines: Iterable[str], source: str, timezone: str = "UTC"
+) -> Iterable[tuple[str, dict[str, Any]]]:
     """Recorded edge events (JSON Lines, one Event per line) as the facts of the tickets they
     open, on the events' own clock (their event time), so the replay is the same every time.
     Clears and other closing events open nothing and are skipped."""
+    from zoneinfo import ZoneInfo
+
     from fieldloop.messages import OPENING_KINDS, Event
 
+    zone = ZoneInfo(timezone)
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -163,7 +187,7 @@ def facts_of_events(lines: Iterable[str], source: str) -> Iterable[tuple[str, di
                 "fault.severity": event.severity.value,
                 "fault.metric": event.metric,
                 "fault.value": event.value,
-                "hour": event.event_time.hour,
-                "weekday": event.event_time.isoweekday(),
+                "hour": event.event_time.astimezone(zone).hour,
+                "weekday": event.event_time.astimezone(zone).isoweekday(),
             },
         )

@@ -71,6 +71,8 @@ def run_tests(ruleset: RuleSet, data: Any, engine: Engine) -> list[CaseResult]:
             hits = engine.matching(ruleset, normalise_facts(t.input))
             if isinstance(spec, ClassificationFile):
                 wrong, why = _classification(ruleset, t.expect, hits)
+            elif ruleset.mode == "first_hit":
+                wrong, why = _policy(ruleset, t.expect, hits)
             else:
                 wrong, why = _priority(ruleset, t.expect, hits)
             problem = (
@@ -136,3 +138,9 @@ def _priority(ruleset: RuleSet, expect: Any, hits: list[str]) -> tuple[list[str]
     if p.forced_by:
         why += f"; {p.priority} set by {p.forced_by}"
     return _compare(expect, actual), why
+
+
+def _policy(ruleset: RuleSet, expect: Any, hits: list[str]) -> tuple[list[str], str]:
+    c = evaluate.decide_policy(ruleset, hits[:1])
+    actual = {"rule": c.rule, "policy": c.policy}
+    return _compare(expect, actual), f"rule {c.rule}" if c.rule else "no rule matched"

@@ -182,7 +182,7 @@ CASES = [
     pytest.param(
         CLASSIFICATION.replace("- set_queue: facilities", "- set_queu: facilities"),
         ["20:9: unknown action 'set_queu'; did you mean 'set_queue'?; a ClassificationRules "
-         "rule may: set_category, set_queue, set_skills, add_tags, suppress, notify"],
+         "rule may: set_category, set_queue, set_skills, add_tags, suppress, notify, open_ticket"],
         id="unknown-action",
     ),
     pytest.param(

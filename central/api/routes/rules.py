@@ -32,6 +32,9 @@ class RulesStatus(BaseModel):
     loaded_at: datetime
     classification_version: str | None
     priority_version: str | None
+    dispatch_version: str | None
+    sla_version: str | None
+    timezone: str = Field(description="the hour and weekday the rules see are local time here")
     rejected: list[str] = Field(description="problems of the last rejected edit, if the set on "
                                 "disk is not the live one")  # fmt: skip
 
@@ -45,6 +48,9 @@ def _status(request: Request) -> RulesStatus:
         loaded_at=cur.loaded_at,
         classification_version=cur.classification.version if cur.classification else None,
         priority_version=cur.priority.version if cur.priority else None,
+        dispatch_version=cur.dispatch.version if cur.dispatch else None,
+        sla_version=cur.sla.version if cur.sla else None,
+        timezone=cur.timezone,
         rejected=list(live.last_error),
     )
 

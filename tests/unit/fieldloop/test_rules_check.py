@@ -317,7 +317,7 @@ def test_an_absent_value_is_fine() -> None:
 def test_an_unknown_kind_is_reported_at_kind(tmp_path: Path) -> None:
     assert found(tmp_path, "apiVersion: fieldloop/v1\nkind: PriorityRule\nrules: []\n") == [
         "2:1: kind: 'PriorityRule' is not a rule file kind; did you mean 'PriorityRules'?; use "
-        "one of ClassificationRules, PriorityRules, DetectionRules"
+        "one of ClassificationRules, PriorityRules, DispatchRules, SlaRules, DetectionRules"
     ]
 
 
@@ -327,19 +327,23 @@ def test_check_dir_covers_every_kind(tmp_path: Path) -> None:
     detection = (REPO / "rules/detection.yaml").read_text(encoding="utf-8")
     write(tmp_path, detection, "detection.yaml")
     write(tmp_path, detection.replace("for: 5s", "for: soon", 1), "detection-bad.yaml")
+    for name in ("dispatch.yaml", "sla.yaml", "cn-statutory-holidays-2026.ics"):
+        write(tmp_path, (REPO / "rules" / name).read_text(encoding="utf-8"), name)
     write(tmp_path, "kind: Other\n", "other.yaml")
     write(tmp_path, "not: checked\n", "notes.txt")
     results = {p.name: [str(x) for x in v] for p, v in check_dir(tmp_path).items()}
     assert sorted(results) == [
-        "classification.yaml", "detection-bad.yaml", "detection.yaml", "other.yaml", "priority.yaml"
+        "classification.yaml", "detection-bad.yaml", "detection.yaml", "dispatch.yaml",
+        "other.yaml", "priority.yaml", "sla.yaml",
     ]  # fmt: skip
     assert results["classification.yaml"] == results["priority.yaml"] == []
+    assert results["dispatch.yaml"] == results["sla.yaml"] == []
     assert results["detection.yaml"] == []
     (bad,) = results["detection-bad.yaml"]
     assert "'soon' is not a duration" in bad
     assert results["other.yaml"][0].endswith(
         "kind: 'Other' is not a rule file kind; use one of ClassificationRules, PriorityRules, "
-        "DetectionRules"
+        "DispatchRules, SlaRules, DetectionRules"
     )
 
 

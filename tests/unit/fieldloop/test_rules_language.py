@@ -224,7 +224,7 @@ def test_problems_are_reported_at_file_line_col(tmp_path: Path) -> None:
     lines = [str(p).split("/")[-1] for p in exc.value.problems]
     assert lines == [
         "c.yaml:9:9: unknown action 'set_queu'; did you mean 'set_queue'?; a ClassificationRules "
-        "rule may: set_category, set_queue, set_skills, add_tags, suppress, notify",
+        "rule may: set_category, set_queue, set_skills, add_tags, suppress, notify, open_ticket",
         "c.yaml:10:9: set_skills: level is 1 to 5, not 9",
         "c.yaml:15:18: unknown operator 'contain_any'; did you mean 'contains_any'?; use one of "
         "contains_any, eq, exists, in, matches, ne, not_in",
