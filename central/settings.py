@@ -71,6 +71,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{v!r} is not an IANA time zone (e.g. Asia/Shanghai, UTC)") from exc
         return v
 
+    notify_webhooks: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="systems told of every offer and alert, as JSON: "
+        '[{"url": "https://...", "secret": "<HMAC secret>"}] (signed like inbound webhooks)',
+    )
+    offer_sweep_every: float = Field(
+        1.0, gt=0, le=60, description="seconds between sweeps for unanswered dispatch offers"
+    )
+
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest JSON or form body")
     max_upload_bytes: int = Field(
         21 * 1_048_576, ge=1024, description="largest multipart upload (photos, signatures)"

@@ -44,6 +44,14 @@ class Topics:
         """Central -> edge: acknowledgements of committed events."""
         return self._site(site, "ack")
 
+    def notifications(self, recipient: str) -> str:
+        """Where central publishes a person's (or a role's: ``role:dispatcher``) notifications:
+        offers, withdrawals, alerts. Five levels, so no site wildcard (``+/events``) matches."""
+        kind, name = (
+            ("roles", recipient[5:]) if recipient.startswith("role:") else ("users", recipient)
+        )
+        return f"{self.root}/{VERSION}/_notify/{kind}/{check_segment(name, 'recipient')}"
+
     def all_events(self) -> str:
         return f"{self.root}/{VERSION}/+/events"
 

@@ -20,6 +20,7 @@ from central.api.routes import (
     attachments,
     auth,
     board,
+    dispatch,
     edge,
     follow,
     meta,
@@ -28,6 +29,7 @@ from central.api.routes import (
     tickets,
     webhooks,
 )
+from central.delivery import NotificationSender, OfferSweeper, Webhook
 from central.ingest.consumer import EventConsumer
 from central.ingest.events import IngestOutcome, IngestPolicy
 from central.services.idempotency import KEEP_FOR, purge_expired
@@ -109,10 +111,21 @@ def create_app(
             task = asyncio.create_task(consumer.run(), name="edge-event-consumer")
         housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
         watcher = asyncio.create_task(live_rules.watch(), name="rules-watcher")
+        sender = NotificationSender(
+            app.state.sessions,
+            broker=parse_broker_url(settings.broker_url) if settings.broker_url else None,
+            topics=Topics(settings.topic_root),
+            webhooks=[Webhook(h["url"], h["secret"]) for h in settings.notify_webhooks],
+            client_id=f"{settings.consumer_client_id}-notify",
+        )
+        sweeper = OfferSweeper(app.state.sessions, live_rules, settings.offer_sweep_every)
+        app.state.notification_sender, app.state.offer_sweeper = sender, sweeper
+        sending = asyncio.create_task(sender.run(), name="notifications")
+        sweeping = asyncio.create_task(sweeper.run(), name="offer-sweeper")
         try:
             yield
         finally:
-            for t in (task, housekeeping, watcher):
+            for t in (task, housekeeping, watcher, sending, sweeping):
                 if t is None:
                     continue
                 t.cancel()
@@ -131,6 +144,7 @@ def create_app(
     errors.install(app)
     for module in (
         tickets, attachments, follow, auth, edge, webhooks, report_form, rules, meta, board,
+        dispatch,
     ):  # fmt: skip
         app.include_router(module.router)
     webhooks.configure(

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from central.domain.intake import refuse_nul
 from central.domain.lifecycle import STATE_LABELS, Action, State, allowed_actions
-from central.domain.permissions import Caller, actions_for
+from central.domain.permissions import Caller, Role, actions_for
 from central.storage.models import PartUsed, Ticket
 
 
@@ -39,6 +39,9 @@ class ReasonIn(StepIn):
 
 class DispatchIn(StepIn):
     engineer: str = Field(min_length=1, max_length=128, description="who is offered the job")
+    reason: str | None = Field(
+        None, max_length=2000, description="required for an override (a supervisor's)"
+    )
 
 
 class TransferIn(ReasonIn):
@@ -180,8 +183,12 @@ class TicketPublic(BaseModel):
         mine = (
             []
             if caller is None
-            else actions_for(caller, assignee=t.assignee, reporter=t.reporter_user)
+            else actions_for(
+                caller, assignee=t.assignee, reporter=t.reporter_user, offered_to=t.offered_to or ()
+            )
         )
+        if state is State.dispatched and (caller is None or caller.role is not Role.supervisor):
+            mine = [a for a in mine if a is not Action.dispatch]  # moving an offer: an override
         return cls(
             **copied,
             state=StateLabel.of(state),

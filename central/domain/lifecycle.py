@@ -106,6 +106,8 @@ NEEDS_REASON = frozenset(
 TRANSITIONS: dict[tuple[State, Action], State] = {
     (State.new, Action.dispatch): State.dispatched,
     (State.reopened, Action.dispatch): State.dispatched,
+    # a supervisor moves a job still on offer to someone else (an override, with a reason)
+    (State.dispatched, Action.dispatch): State.dispatched,
     (State.dispatched, Action.accept): State.accepted,
     (State.dispatched, Action.decline): State.new,
     # grab mode (抢单): an engineer claims an undispatched job directly

@@ -9,6 +9,7 @@ a database: the route passes the caller and the ticket's owner and assignee in.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -110,17 +111,31 @@ class Forbidden(PermissionError):
     """The caller may not take this action (on this ticket). The message says who may."""
 
 
+#: what an engineer holding an open offer may do before the job is theirs: see it, take it or
+#: turn it down (offered to several at once, the first to accept wins)
+OFFER_ACTIONS: frozenset[Action | Operation] = frozenset(
+    {Action.accept, Action.decline, Operation.view}
+)
+
+
 def authorize(
-    caller: Caller, action: Action | Operation, *, assignee: str | None, reporter: str | None
+    caller: Caller,
+    action: Action | Operation,
+    *,
+    assignee: str | None,
+    reporter: str | None,
+    offered_to: Collection[str] = (),
 ) -> None:
-    """Raise Forbidden unless ``caller`` may take ``action`` on a ticket with this assignee and
-    reporter. Admins administer users and settings, not tickets: they have no ticket actions."""
+    """Raise Forbidden unless ``caller`` may take ``action`` on a ticket with this assignee,
+    reporter and open offers. Admins administer users and settings, not tickets: they have no
+    ticket actions."""
     scopes = PERMISSIONS[action]
     scope = scopes.get(caller.role)
     if scope is None:
         who = ", ".join(sorted(r.value for r in scopes)) or "nobody"
         raise Forbidden(f"a {caller.role.value} may not {action.value} a ticket (who may: {who})")
-    if scope is Scope.assigned and assignee != caller.user:
+    offered = action in OFFER_ACTIONS and caller.user in offered_to
+    if scope is Scope.assigned and assignee != caller.user and not offered:
         raise Forbidden(
             f"{caller.user} may {action.value} only their own jobs; this one is "
             + (f"assigned to {assignee}" if assignee else "not assigned to anyone")
@@ -129,7 +144,9 @@ def authorize(
         raise Forbidden(f"{caller.user} may {action.value} only tickets they reported")
 
 
-def actions_for(caller: Caller, *, assignee: str | None, reporter: str | None) -> list[Action]:
+def actions_for(
+    caller: Caller, *, assignee: str | None, reporter: str | None, offered_to: Collection[str] = ()
+) -> list[Action]:
     """Every action ``caller`` may take on such a ticket (whatever its state), in table order:
     what an app shows as buttons, intersected with the lifecycle's allowed actions."""
     allowed = []
@@ -137,7 +154,7 @@ def actions_for(caller: Caller, *, assignee: str | None, reporter: str | None) -
         if not isinstance(action, Action):
             continue
         try:
-            authorize(caller, action, assignee=assignee, reporter=reporter)
+            authorize(caller, action, assignee=assignee, reporter=reporter, offered_to=offered_to)
         except Forbidden:
             continue
         allowed.append(action)

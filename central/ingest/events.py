@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from central.domain.lifecycle import Action, State
-from central.services import history
+from central.services import dispatching, history
 from central.services.decisions import apply_rules
 from central.services.live_rules import LiveRules
 from central.services.tickets import Step, apply_step
@@ -119,6 +119,7 @@ def apply_event(
                     "fault.value": event.value,
                 },
             )
+            dispatching.auto_dispatch(session, ticket, policy.rules.current, now=received_at)
     was_active = ticket.fault_active if ticket is not None and not created else False
     session.add(
         EdgeEvent(

@@ -18,7 +18,7 @@ from central.domain.lifecycle import (
     required_inputs,
 )
 from central.domain.permissions import Caller, Forbidden, Operation, authorize
-from central.services import history
+from central.services import history, offers
 from central.storage.models import Attachment, Ticket
 
 SYSTEM = "system"
@@ -61,6 +61,7 @@ class Step:
     reason: str | None = None
     location: Gps | None = None
     engineer: str | None = None  # dispatch: who is offered the job
+    offer_to: tuple[str, ...] = ()  # dispatch to several at once: the first to accept wins
     department: str | None = None  # transfer: where it goes
     parts: list[dict[str, Any]] | None = None  # wait_parts: what is awaited
     report: str | None = None  # complete: what was found and done
@@ -69,7 +70,10 @@ class Step:
 
     def provided(self) -> set[str]:
         names = ("reason", "engineer", "department", "parts", "report")
-        return {n for n in names if getattr(self, n)}
+        given = {n for n in names if getattr(self, n)}
+        if self.offer_to:
+            given.add("engineer")
+        return given
 
 
 def lock_ticket(session: Session, ticket_id: int) -> Ticket:
@@ -85,7 +89,13 @@ def lock_ticket(session: Session, ticket_id: int) -> Ticket:
 
 
 def may(caller: Caller, what: Action | Operation, ticket: Ticket) -> None:
-    authorize(caller, what, assignee=ticket.assignee, reporter=ticket.reporter_user)
+    authorize(
+        caller,
+        what,
+        assignee=ticket.assignee,
+        reporter=ticket.reporter_user,
+        offered_to=ticket.offered_to or (),
+    )
 
 
 def visible_ticket(
@@ -122,6 +132,8 @@ def act(
         ticket = visible_ticket(session, caller, ticket_id, lock=True)
         may(caller, step.action, ticket)
         who = actor or caller.user
+    if step.action is Action.decline and offers.decline_one(session, ticket, who, step.reason, now):
+        return ticket  # offered to several: the others may still take it
     return apply_step(session, ticket, step, actor=who, now=now)
 
 
@@ -135,6 +147,7 @@ def apply_step(
         raise MissingInput(step.action, missing)
     data: dict[str, Any] = dict(step.data)
     _effects(session, ticket, step, before, actor, now, data)
+    offers.settle(session, ticket, step.action, actor, now)
     ticket.state = after.value
     ticket.state_entered_at = now
     ticket.updated_at = now
@@ -177,12 +190,13 @@ def _effects(
     """What each action changes besides the state (the record of it goes into ``data``)."""
     a = step.action
     if a is Action.dispatch:
-        ticket.assignee = step.engineer
+        ticket.assignee = step.engineer  # None when offered to several at once
         data["engineer"] = step.engineer
     elif a is Action.accept and ticket.assignee is None:
-        ticket.assignee = actor  # grab mode: the claimer takes it
+        ticket.assignee = actor  # offered to several, or grabbed: whoever accepts takes it
     elif a is Action.decline:
-        data["engineer"] = ticket.assignee
+        holders = ticket.offered_to or []
+        data["engineer"] = ticket.assignee or (actor if actor in holders else None)
         ticket.assignee = None
     elif a is Action.wait_parts:
         data["parts"] = step.parts

@@ -18,6 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false
 
 from central.storage.types import UTCDateTime
 
@@ -67,6 +68,11 @@ class Ticket(Base):
     sla_policy: Mapped[str | None] = mapped_column(String(64))  # sla.yaml's choice
     # a follow-up job a rule opened beside this one (open_ticket)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    # dispatch: who holds an open offer (parallel offers: first to accept wins), how many offers
+    # went unanswered or declined, and whether it now waits in the dispatcher's queue
+    offered_to: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    dispatch_misses: Mapped[int] = mapped_column(default=0, server_default="0")
+    needs_dispatcher: Mapped[bool] = mapped_column(default=False, server_default=false())
     site: Mapped[str | None] = mapped_column(String(128))
     asset_id: Mapped[str | None] = mapped_column(String(128), index=True)
     device_id: Mapped[str | None] = mapped_column(String(128))
@@ -311,3 +317,105 @@ class TicketDecision(Base):
     rule_ids: Mapped[list[str]] = mapped_column(JSON)  # deciding rule first
     outcome: Mapped[dict[str, Any]] = mapped_column(JSON)
     facts: Mapped[dict[str, Any]] = mapped_column(JSON)  # what the rules saw
+
+
+class Engineer(Base):
+    """A field engineer's dispatch profile (the user with the same username signs in)."""
+
+    __tablename__ = "engineers"
+
+    username: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    department: Mapped[str | None] = mapped_column(String(64))
+    regions: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: everywhere
+    skills: Mapped[dict[str, Any]] = mapped_column(default=dict)  # skill -> level 1-5
+    certifications: Mapped[dict[str, Any]] = mapped_column(default=dict)  # name -> expiry|None
+    shifts: Mapped[dict[str, Any]] = mapped_column(default=dict)  # day -> ["08:00-17:00"]
+    home_lat: Mapped[float | None] = mapped_column(Double)
+    home_lon: Mapped[float | None] = mapped_column(Double)
+    lat: Mapped[float | None] = mapped_column(Double)  # last position the app sent
+    lon: Mapped[float | None] = mapped_column(Double)
+    location_at: Mapped[datetime | None]
+    active: Mapped[bool] = mapped_column(default=True)
+    updated_at: Mapped[datetime]
+
+
+class EngineerLeave(Base):
+    __tablename__ = "engineer_leave"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    engineer: Mapped[str] = mapped_column(ForeignKey("engineers.username"), index=True)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(String(255))
+
+
+class Site(Base):
+    """Where jobs are: the position dispatch measures distance to, and the region it is in."""
+
+    __tablename__ = "sites"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str | None] = mapped_column(String(64))
+    lat: Mapped[float | None] = mapped_column(Double)
+    lon: Mapped[float | None] = mapped_column(Double)
+
+
+class DispatchOffer(Base):
+    """A job offered to one engineer: accepted, declined, lapsed (no answer in time) or
+    withdrawn (someone else accepted first)."""
+
+    __tablename__ = "dispatch_offers"
+    __table_args__ = (Index("ix_dispatch_offers_open_due", "state", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    engineer: Mapped[str] = mapped_column(String(128), index=True)
+    round: Mapped[int]
+    policy: Mapped[str | None] = mapped_column(String(64))
+    offered_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16))  # open|accepted|declined|lapsed|withdrawn
+    decided_at: Mapped[datetime | None]
+
+
+class DispatchDecisionRow(Base):
+    """Every dispatch decision with the ranked candidates, each constraint's pass/fail and
+    each objective's score: what GET /tickets/{id}/dispatch explains."""
+
+    __tablename__ = "dispatch_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(16))  # auto | override | batch | claim
+    actor: Mapped[str] = mapped_column(String(128))
+    policy: Mapped[str | None] = mapped_column(String(64))
+    mode: Mapped[str | None] = mapped_column(String(16))
+    rules_version: Mapped[str | None] = mapped_column(String(64))
+    relaxed: Mapped[list[str]] = mapped_column(JSON, default=list)
+    chosen: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reason: Mapped[str] = mapped_column(Text)
+    ranked: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    explanation: Mapped[list[str]] = mapped_column(JSON, default=list)  # in a dispatcher's words
+
+
+class Notification(Base):
+    """The outbox of messages to people and systems (offers to engineers, alerts to the
+    dispatcher): written in the transaction that caused them, delivered after commit, retried
+    until delivered, so a crash loses none."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_pending", "delivered_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))  # offer | offer_withdrawn | alert | ...
+    recipient: Mapped[str] = mapped_column(String(128), index=True)  # a username or a role
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -46,7 +46,7 @@ from central.domain.permissions import (
     Scope,
 )
 from central.domain.stages import Entry, stage_durations
-from central.services import customers, evidence
+from central.services import customers, dispatching, evidence
 from central.services.intake import create_ticket
 from central.services.tickets import Gps, Step, act, may, visible_ticket
 from central.storage.models import PartUsed, Ticket
@@ -254,9 +254,16 @@ def _step(
         **inputs,
     )
 
+    rules = current_rules(request)
+
     def handler(session: Session) -> tuple[int, Any]:
+        now = _now()
         with domain_errors():
-            ticket = act(session, ticket_id, step, caller=caller, now=_now())
+            ticket = act(session, ticket_id, step, caller=caller, now=now)
+            if action is Action.decline:  # on to the next engineer, or the dispatcher
+                dispatching.after_refusal(session, ticket, rules, now)
+            elif action is Action.transfer:  # the new department's engineers
+                dispatching.auto_dispatch(session, ticket, rules, now=now)
         session.flush()
         return 200, TicketPublic.of(ticket, caller)
 
@@ -267,7 +274,15 @@ def _doc(action: Action, text: str) -> dict[str, Any]:
     return {"response_model": TicketPublic, "responses": _ERRORS, "description": text}
 
 
-@router.post("/tickets/{ticket_id}/dispatch", **_doc(Action.dispatch, "Offer the job (派单)."))
+@router.post(
+    "/tickets/{ticket_id}/dispatch",
+    **_doc(
+        Action.dispatch,
+        "Offer the job to an engineer by hand (派单). Sending it to someone the dispatch policy "
+        "rules out, or moving a job already on offer, is an override: a supervisor's, with a "
+        "reason, recorded with the recommendation it overrides.",
+    ),
+)
 def dispatch(
     ticket_id: int,
     body: DispatchIn,
@@ -275,7 +290,17 @@ def dispatch(
     caller: CallerDep,
     key: IdempotencyKey = None,
 ) -> Response:
-    return _step(request, caller, key, ticket_id, Action.dispatch, body, engineer=body.engineer)
+    rules = current_rules(request)
+
+    def handler(session: Session) -> tuple[int, Any]:
+        with domain_errors():
+            ticket = dispatching.hand_dispatch(
+                session, ticket_id, caller, body.engineer, body.reason, rules, _now()
+            )
+        session.flush()
+        return 200, TicketPublic.of(ticket, caller)
+
+    return _idempotent(request, caller, key, body, handler)
 
 
 def _simple(action: Action, path: str, text: str) -> None:

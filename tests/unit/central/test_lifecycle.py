@@ -34,6 +34,7 @@ EXPECTED_TRANSITIONS = {
     (State.reopened, Action.dispatch): State.dispatched,
     (State.new, Action.accept): State.accepted,
     (State.reopened, Action.accept): State.accepted,
+    (State.dispatched, Action.dispatch): State.dispatched,  # a supervisor's override
     (State.dispatched, Action.accept): State.accepted,
     (State.dispatched, Action.decline): State.new,
     (State.accepted, Action.depart): State.en_route,
