@@ -231,6 +231,31 @@ def record(
     return row
 
 
+def assess(
+    job: Job, engineer: EngineerProfile, policy: DispatchPolicy, setup: Setup, now: datetime
+) -> Candidate:
+    """One engineer against the policy's constraints for ``job``, nothing relaxed: what a
+    hand-picked or self-claimed engagement is checked against."""
+    d = decide(job, [engineer], policy, now=now, tz=setup.tz,
+               certified_skills=setup.certified_skills)  # fmt: skip
+    found = next((c for c in d.ranked if c.engineer == engineer.id), None)
+    if found is not None and not d.relaxed:
+        return found
+    if found is not None:  # it took relaxing: report what was relaxed as failed
+        checks = tuple(
+            Check(k.name, False, k.detail) if k.name in d.relaxed else k for k in found.checks
+        )
+        return Candidate(**{**found.__dict__, "eligible": False, "checks": checks})
+    # the decision never considers an engineer without the skills (or inactive)
+    needed = ", ".join(f"{k} level {v}" for k, v in job.skills) or "none"
+    has = ", ".join(f"{k} {v}" for k, v in engineer.skills.items()) or "none"
+    why = (f"needs {needed}; has {has}", "skills") if engineer.active else ("inactive", "active")
+    return Candidate(
+        engineer=engineer.id, eligible=False, checks=(Check(why[1], False, why[0]),),
+        scores={}, total=0.0, distance_km=None, eta_minutes=None,
+    )  # fmt: skip
+
+
 # --- offering a job -------------------------------------------------------------------------
 
 
@@ -407,17 +432,7 @@ def hand_dispatch(
         everyone = profiles(session, now)
         decision = decide(job, everyone, policy, now=now, tz=setup.tz,
                           certified_skills=setup.certified_skills)  # fmt: skip
-        mine = decide(job, found, policy, now=now, tz=setup.tz,
-                      certified_skills=setup.certified_skills)  # fmt: skip
-        checked = next((c for c in mine.ranked if c.engineer == engineer), None)
-        if checked is None:  # the decision never considers one without the skills
-            needed = ", ".join(f"{k} level {v}" for k, v in job.skills) or "none"
-            has = ", ".join(f"{k} {v}" for k, v in found[0].skills.items()) or "none"
-            checked = Candidate(
-                engineer=engineer, eligible=False,
-                checks=(Check("skills", False, f"needs {needed}; has {has}"),),
-                scores={}, total=0.0, distance_km=None, eta_minutes=None,
-            )  # fmt: skip
+        checked = assess(job, found[0], policy, setup, now)
     failed = [k for k in (checked.checks if checked else ()) if not k.passed]
     moving = ticket.state == State.dispatched.value
     override = bool(failed) or moving
@@ -492,10 +507,8 @@ def grab_pool(
         policy = setup.policy_for(t)
         if policy is None or not grab_on(policy, backlog[t.dispatch_policy or ""], now, setup.tz):
             continue
-        d = decide(job_for(session, t, setup), me, policy, now=now, tz=setup.tz,
-                   certified_skills=setup.certified_skills)  # fmt: skip
-        mine = next((c for c in d.ranked if c.engineer == engineer and c.eligible), None)
-        if mine is not None and not d.relaxed:
+        mine = assess(job_for(session, t, setup), me[0], policy, setup, now)
+        if mine.eligible:
             out.append((t, mine))
     out.sort(key=lambda tc: (-tc[1].total, tc[0].id))
     return out
@@ -528,14 +541,12 @@ def claim(
     backlog = len(_waiting(session))
     if policy is None or not grab_on(policy, backlog, now, setup.tz):
         raise ClaimRefused(f"ticket #{ticket_id} is not open for grabbing now")
-    me = profiles(session, now, [caller.user])
-    d = decide(job_for(session, ticket, setup), me, policy, now=now, tz=setup.tz,
-               certified_skills=setup.certified_skills)  # fmt: skip
-    mine = next((c for c in d.ranked if c.engineer == caller.user), None)
-    if mine is None or not mine.eligible or d.relaxed:
-        failed = [f"{k.name} ({k.detail})" for k in (mine.checks if mine else ()) if not k.passed]
-        raise Forbidden(f"{caller.user} may not take ticket #{ticket_id}: "
-                        + (", ".join(failed) or "not qualified"))  # fmt: skip
+    (me,) = profiles(session, now, [caller.user])
+    job = job_for(session, ticket, setup)
+    mine = assess(job, me, policy, setup, now)
+    if not mine.eligible:
+        failed = [f"{k.name} ({k.detail})" for k in mine.checks if not k.passed]
+        raise Forbidden(f"{caller.user} may not take ticket #{ticket_id}: " + ", ".join(failed))
     limit = policy.grab.claim_limit if policy.grab else 1
     held = session.execute(
         select(func.count())
@@ -551,6 +562,10 @@ def claim(
     if held >= limit:
         raise ClaimRefused(f"{caller.user} already holds {held} grabbed job(s); the "
                            f"{policy.id} policy allows {limit} at a time")  # fmt: skip
+    d = Decision(
+        ticket_id=ticket.id, policy=policy.id, mode=policy.mode, relaxed=(), ranked=(mine,),
+        chosen=(caller.user,), reason=f"grabbed by {caller.user}",
+    )  # fmt: skip
     record(session, ticket, d, kind="claim", actor=caller.user, now=now,
            rules_version=setup.rules_version, chosen=[caller.user],
            reason=f"grabbed by {caller.user}")  # fmt: skip
