@@ -26,7 +26,9 @@ log = logging.getLogger("fieldloop.demo")
 
 DISPATCHER = "disp.zhao"
 ENGINEER = "eng.li"
+NEAREST = "eng.wu"  # nearer the plant, but on another job: declines the offer
 SUPERVISOR = "sup.wang"
+PLANT = (31.2304, 121.4737)  # the demo site's position (Shanghai)
 
 
 @dataclass(frozen=True)
@@ -106,14 +108,17 @@ class DemoPeople:
     engineer: str
     supervisor: str
     passwords: dict[str, str]
+    nearest: str = ""
 
 
-def _people(sessions: object) -> DemoPeople:
-    """Creates the demo's users (or reuses them on a second run) with fresh tokens."""
+def _people(sessions: object, site: str) -> DemoPeople:
+    """Creates the demo's users (or reuses them on a second run) with fresh tokens, the two
+    refrigeration engineers' dispatch profiles and the plant's position."""
     import secrets
     from datetime import UTC, datetime, timedelta
 
     from central.domain.permissions import Role
+    from central.services import engineers
     from central.services.users import create_user, find_user, issue_token
 
     now = datetime.now(UTC)
@@ -122,7 +127,8 @@ def _people(sessions: object) -> DemoPeople:
     with sessions() as session, session.begin():  # type: ignore[operator]
         for name, role, dept in (
             (DISPATCHER, Role.dispatcher, "facilities"),
-            (ENGINEER, Role.engineer, "facilities"),
+            (ENGINEER, Role.engineer, "hvac"),
+            (NEAREST, Role.engineer, "hvac"),
             (SUPERVISOR, Role.supervisor, "facilities"),
         ):
             user = find_user(session, name)
@@ -132,7 +138,24 @@ def _people(sessions: object) -> DemoPeople:
                     session, name, role, now=now, password=passwords[name], department=dept
                 )
             tokens[name] = issue_token(session, user, now=now, ttl=timedelta(days=1)).token
-    return DemoPeople(tokens[DISPATCHER], tokens[ENGINEER], tokens[SUPERVISOR], passwords)
+        engineers.upsert_site(
+            session, site, engineers.SiteIn(name="Demo plant room", region="pudong",
+                                            lat=PLANT[0], lon=PLANT[1]),
+        )  # fmt: skip
+        for name, display, km in ((NEAREST, "Wu Fang 吴芳", 1.2), (ENGINEER, "Li Wei 李伟", 4.5)):
+            engineers.upsert(
+                session, name,
+                engineers.EngineerIn(
+                    name=display, department="hvac", regions=[site],
+                    skills={"refrigeration": 4, "hvac": 4},
+                    certifications={"refrigeration-licence": None},
+                    home_lat=PLANT[0] + km / 111.2, home_lon=PLANT[1],
+                ),
+                now,
+            )  # fmt: skip
+    return DemoPeople(
+        tokens[DISPATCHER], tokens[ENGINEER], tokens[SUPERVISOR], passwords, tokens[NEAREST]
+    )
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -145,6 +168,7 @@ async def _engineer(base: str, people: DemoPeople, progress: _Progress, check: b
     import uuid
 
     disp, eng, sup = _auth(people.dispatcher), _auth(people.engineer), _auth(people.supervisor)
+    nearest = _auth(people.nearest)
     site_gps = {"lat": 31.2304, "lon": 121.4737, "accuracy_m": 8.0}
 
     async def post(path: str, what: str, headers: dict[str, str], **kw: object) -> dict:
@@ -157,9 +181,20 @@ async def _engineer(base: str, people: DemoPeople, progress: _Progress, check: b
         while True:
             tid = await progress.opened.get()
             t = f"/tickets/{tid}"
-            await asyncio.sleep(1.0)
-            await post(f"{t}/dispatch", "dispatch", disp, json={"engineer": ENGINEER})
-            print(f"==> {DISPATCHER} dispatched ticket #{tid} to {ENGINEER} (派单)", flush=True)
+            # dispatch.yaml chose a policy and the nearest qualified engineer got the offer
+            holders = await _offered(http, t, sup)
+            why = (await http.get(f"{t}/dispatch", headers=disp)).json()
+            print(f"==> ticket #{tid} offered automatically to {', '.join(holders)} (自动派单, "
+                  f"policy {why['policy']}); why, as GET {t}/dispatch explains it:")  # fmt: skip
+            for line in why["decisions"][-1]["explanation"][:3]:
+                print(f"      {line}")
+            if NEAREST in holders:
+                await post(f"{t}/decline", "decline", nearest,
+                           json={"reason": "在另一个现场 / still on another job"})  # fmt: skip
+                print(f"==> {NEAREST} declined (拒单); the job goes to the next engineer")
+                holders = await _offered(http, t, sup)
+            if ENGINEER not in holders:
+                raise DemoFailed(f"ticket #{tid} was offered to {holders}, not {ENGINEER}")
             await post(f"{t}/accept", "accept", eng, json={})
             progress.step = f"ticket #{tid} accepted"
             print(f"==> {ENGINEER} accepted (接单) via POST {t}/accept", flush=True)
@@ -231,6 +266,19 @@ async def _engineer(base: str, people: DemoPeople, progress: _Progress, check: b
                 return tid
 
 
+async def _offered(http: httpx.AsyncClient, path: str, headers: dict[str, str]) -> list[str]:
+    """Who holds an offer on the ticket, once dispatch has made one (several at once when the
+    policy offers in parallel: the first to accept wins)."""
+    for _ in range(100):
+        r = await http.get(path, headers=headers)
+        _expect(r, "read the ticket")
+        t = r.json()
+        if t["state"]["key"] == "dispatched" and t["offered_to"]:
+            return list(t["offered_to"])
+        await asyncio.sleep(0.1)
+    raise DemoFailed(f"{path} was never offered to an engineer (state {t['state']['key']})")
+
+
 def _expect(r: httpx.Response, what: str) -> None:
     if r.status_code not in (200, 201):
         raise DemoFailed(f"{what} failed: HTTP {r.status_code} {r.text}")
@@ -287,6 +335,9 @@ async def run_demo(opts: DemoOptions) -> int:
         await central.start()
         stack.push_async_callback(central.stop)
 
+        # people and engineers exist before the first reading, so the first ticket finds them
+        people = _people(central.app.state.sessions, site.id)
+
         agent = EdgeAgent(
             site,
             rules,
@@ -298,7 +349,6 @@ async def run_demo(opts: DemoOptions) -> int:
         agent_task = asyncio.create_task(agent.run(), name="edge-agent")
         stack.push_async_callback(_cancel, agent_task)
 
-        people = _people(central.app.state.sessions)
         _banner(opts, central.url, broker_url, db_url, site.id, people)
         engineer = asyncio.create_task(_engineer(central.url, people, progress, opts.check))
         stack.push_async_callback(_cancel, engineer)

@@ -143,6 +143,8 @@ class TicketPublic(BaseModel):
     tags: list[str]
     skills: list[dict[str, Any]] = Field(description="needed skills: {skill, level}")
     dispatch_policy: str | None = Field(description="chosen by rules/dispatch.yaml")
+    offered_to: list[str] = Field(description="engineers holding an open offer (first wins)")
+    needs_dispatcher: bool = Field(description="waiting in the dispatcher's queue")
     sla_policy: str | None = Field(description="chosen by rules/sla.yaml")
     rules_version: str | None
     parent_id: int | None = Field(description="the ticket whose rule opened this follow-up")
