@@ -31,8 +31,10 @@ def test_demo_check_embedded_broker_and_sqlite(
         "crossed > 95.0",
         "stored in outbox, publishing",
         "==> ticket #1 opened for asset CH-01",
-        "dispatched ticket #1 to eng.li (派单)",
-        "accepted (接单)",
+        "==> ticket #1 offered automatically to",
+        "ranked first",  # the dispatch explanation
+        "eng.wu declined (拒单)",
+        "eng.li accepted (接单)",
         "on site (到达",
         "waiting for a gasket (待料)",
         "back to normal",
