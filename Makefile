@@ -33,6 +33,9 @@ bench: $(STAMP) services
 	$(BIN)/python bench/central_ingest.py
 	$(BIN)/python bench/simulator_throughput.py
 	$(BIN)/python bench/ticket_transitions.py
+	$(BIN)/python bench/rules_engine.py
+	$(BIN)/python bench/rules_check.py
+	$(BIN)/python bench/dispatch_decision.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

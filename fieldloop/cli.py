@@ -169,6 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
         if not any(a.dest == "db" for a in p._actions):
             _flag(p, "--db", "DB_URL", "sqlite:///data/fieldloop.db", "database URL")
 
+    eng = sub.add_parser("engineers", help="engineers' dispatch profiles (skills, shifts ...)")
+    esub = eng.add_subparsers(dest="action", required=True, metavar="ACTION")
+    eimport = esub.add_parser(
+        "import",
+        help="import profiles from YAML (kind: Engineers) or CSV, all or nothing",
+        description="Creates or replaces each engineer's dispatch profile. A .csv file has the "
+        "columns username,name,department,regions,skills,certifications,shifts,home_lat,"
+        "home_lon,active (lists ';'-separated, skills as hvac:4;electrical:2, shifts as "
+        "'mon-fri 08:00-17:00'); anything else is read as YAML.",
+    )
+    eimport.add_argument("file", type=Path)
+    elist = esub.add_parser("list", help="list engineers with their skills and open jobs")
+    for p in (eimport, elist):
+        _flag(p, "--db", "DB_URL", "sqlite:///data/fieldloop.db", "database URL")
+
     profiles = sub.add_parser("profiles", help="device profiles and site files")
     psub = profiles.add_subparsers(dest="action", required=True, metavar="ACTION")
     pcheck = psub.add_parser("check", help="check profile and site files; errors as file:line:col")
@@ -481,8 +496,15 @@ def cmd_users(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_engineers(args: argparse.Namespace) -> int:
+    from central.engineers_cli import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "users": cmd_users,
+    "engineers": cmd_engineers,
     "demo": cmd_demo,
     "central": cmd_central,
     "edge": cmd_edge,

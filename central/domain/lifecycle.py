@@ -19,6 +19,7 @@ class State(StrEnum):
     on_site = "on_site"
     in_progress = "in_progress"
     waiting_parts = "waiting_parts"
+    waiting_customer = "waiting_customer"
     completed = "completed"
     pending_verification = "pending_verification"
     verified = "verified"
@@ -35,6 +36,7 @@ class Action(StrEnum):
     arrive = "arrive"
     start = "start"
     wait_parts = "wait_parts"
+    wait_customer = "wait_customer"
     resume = "resume"
     complete = "complete"
     request_verification = "request_verification"
@@ -55,6 +57,7 @@ STATE_LABELS: dict[State, tuple[str, str]] = {
     State.on_site: ("On site", "到达"),
     State.in_progress: ("In progress", "服务中"),
     State.waiting_parts: ("Waiting for parts", "待料"),
+    State.waiting_customer: ("Waiting for the customer", "待客户"),
     State.completed: ("Completed", "完成"),
     State.pending_verification: ("Pending verification", "待验收"),
     State.verified: ("Verified", "已验收"),
@@ -71,6 +74,7 @@ ACTION_LABELS: dict[Action, tuple[str, str]] = {
     Action.arrive: ("Arrive", "到达"),
     Action.start: ("Start work", "开始服务"),
     Action.wait_parts: ("Wait for parts", "待料"),
+    Action.wait_customer: ("Wait for the customer", "待客户"),
     Action.resume: ("Resume", "恢复服务"),
     Action.complete: ("Complete", "完工"),
     Action.request_verification: ("Request verification", "提交验收"),
@@ -95,12 +99,20 @@ BEFORE_COMPLETION = frozenset(
         State.on_site,
         State.in_progress,
         State.waiting_parts,
+        State.waiting_customer,
         State.reopened,
     }
 )
 #: Actions that need a reason from whoever takes them (the record must say why).
 NEEDS_REASON = frozenset(
-    {Action.decline, Action.reject, Action.cancel, Action.reopen, Action.transfer}
+    {
+        Action.decline,
+        Action.reject,
+        Action.cancel,
+        Action.reopen,
+        Action.transfer,
+        Action.wait_customer,  # what the customer is to do, for the SLA's pause record
+    }
 )
 
 TRANSITIONS: dict[tuple[State, Action], State] = {
@@ -118,6 +130,10 @@ TRANSITIONS: dict[tuple[State, Action], State] = {
     (State.on_site, Action.start): State.in_progress,
     (State.in_progress, Action.wait_parts): State.waiting_parts,
     (State.waiting_parts, Action.resume): State.in_progress,
+    # the customer must let the engineer in, decide, or be present: the SLA clock may pause
+    (State.on_site, Action.wait_customer): State.waiting_customer,
+    (State.in_progress, Action.wait_customer): State.waiting_customer,
+    (State.waiting_customer, Action.resume): State.in_progress,
     # the engineer of a rejected fix goes straight back to work when still on site
     (State.reopened, Action.resume): State.in_progress,
     (State.in_progress, Action.complete): State.completed,

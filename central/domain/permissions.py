@@ -69,6 +69,7 @@ PERMISSIONS: dict[Action | Operation, dict[Role, Scope]] = {
     Action.arrive: {_E: Scope.assigned},
     Action.start: {_E: Scope.assigned},
     Action.wait_parts: {_E: Scope.assigned},
+    Action.wait_customer: {_E: Scope.assigned},
     Action.resume: {_E: Scope.assigned},
     Action.complete: {_E: Scope.assigned},
     Action.request_verification: {_E: Scope.assigned, **_STAFF},

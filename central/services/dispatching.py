@@ -47,7 +47,7 @@ DISPATCH_ACTOR = "system:dispatch"
 DEFAULT_ACCEPT_WITHIN = timedelta(minutes=15)  # a hand-picked engineer without a policy
 #: states in which a job is the engineer's to do (their load)
 WORKING = (State.dispatched, State.accepted, State.en_route, State.on_site, State.in_progress,
-           State.waiting_parts)  # fmt: skip
+           State.waiting_parts, State.waiting_customer)  # fmt: skip
 DONE = (State.completed, State.pending_verification, State.verified, State.closed)
 
 

@@ -224,7 +224,8 @@ def parse_csv_file(name: str, text: str) -> list[EngineerSpec]:
             for err in exc.errors():
                 field = str(err["loc"][0]) if err["loc"] else "username"
                 col = header.index(field) + 1 if field in header else 1
-                problems.append(FileProblem(name, line, col, f"{field}: {err['msg']}"))
+                where = ".".join(map(str, err["loc"])) or field
+                problems.append(FileProblem(name, line, col, f"{where}: {err['msg']}"))
             continue
         except ValueError as exc:
             problems.append(FileProblem(name, line, 1, str(exc)))

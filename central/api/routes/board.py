@@ -94,6 +94,15 @@ def login(
     return response
 
 
+def _who(t: Ticket) -> str:
+    """The engineer, those holding an offer, or the dispatcher's queue (调度台)."""
+    if t.assignee:
+        return t.assignee
+    if t.offered_to:
+        return "offered: " + ", ".join(t.offered_to)
+    return "dispatcher queue / 待调度" if t.needs_dispatcher else ""
+
+
 @router.get("/board", response_class=HTMLResponse, include_in_schema=False, response_model=None)
 def board(request: Request, session: SessionDep) -> HTMLResponse | RedirectResponse:
     caller = caller_from_cookie(request)
@@ -115,7 +124,7 @@ def board(request: Request, session: SessionDep) -> HTMLResponse | RedirectRespo
             f"<td>{escape(t.asset_id or '')}</td><td>{escape(t.title)}</td>"
             f'<td class="{"fault" if t.fault_active else ""}">'
             f"{'active' if t.fault_active else 'cleared' if t.fault_cleared_at else ''}</td>"
-            f"<td>{escape(t.assignee or '')}</td>"
+            f"<td>{escape(_who(t))}</td>"
             f"<td>{t.updated_at:%Y-%m-%d %H:%M:%S}</td></tr>"
         )
     open_count = sum(1 for t in tickets if State(t.state) not in TERMINAL)

@@ -343,6 +343,11 @@ _simple(
     "Ask the customer to confirm the fix (提交验收).",
 )
 _simple(Action.confirm, "confirm", "The customer confirms the fix (验收通过).")
+_reasoned(
+    Action.wait_customer,
+    "wait-customer",
+    "Waiting for the customer (待客户): say what for; the SLA clock may pause.",
+)
 _reasoned(Action.reject, "reject", "The customer rejects the fix; the job reopens (验收不通过).")
 _reasoned(Action.cancel, "cancel", "A supervisor cancels the ticket, saying why (取消).")
 _reasoned(Action.reopen, "reopen", "A supervisor reopens a closed ticket, saying why (重开).")

@@ -28,7 +28,8 @@ INVALID = [(s, a) for s, a in ALL_PAIRS if (s, a) not in TRANSITIONS]
 
 # The table as the maintenance process describes it, written out independently of the code.
 _BEFORE_COMPLETION = [State.new, State.dispatched, State.accepted, State.en_route, State.on_site,
-                      State.in_progress, State.waiting_parts, State.reopened]  # fmt: skip
+                      State.in_progress, State.waiting_parts, State.waiting_customer,
+                     State.reopened]  # fmt: skip
 EXPECTED_TRANSITIONS = {
     (State.new, Action.dispatch): State.dispatched,
     (State.reopened, Action.dispatch): State.dispatched,
@@ -42,6 +43,9 @@ EXPECTED_TRANSITIONS = {
     (State.on_site, Action.start): State.in_progress,
     (State.in_progress, Action.wait_parts): State.waiting_parts,
     (State.waiting_parts, Action.resume): State.in_progress,
+    (State.on_site, Action.wait_customer): State.waiting_customer,
+    (State.in_progress, Action.wait_customer): State.waiting_customer,
+    (State.waiting_customer, Action.resume): State.in_progress,
     (State.reopened, Action.resume): State.in_progress,
     (State.in_progress, Action.complete): State.completed,
     (State.completed, Action.request_verification): State.pending_verification,

@@ -19,7 +19,7 @@ from central.domain.permissions import (
 )
 
 FIELD = [Action.accept, Action.decline, Action.depart, Action.arrive, Action.start,
-         Action.wait_parts, Action.resume, Action.complete]  # fmt: skip
+         Action.wait_parts, Action.wait_customer, Action.resume, Action.complete]  # fmt: skip
 
 
 def test_every_action_and_role_is_in_the_tables() -> None:
