@@ -80,6 +80,10 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="seconds between sweeps for unanswered dispatch offers"
     )
 
+    sla_sweep_every: float = Field(
+        1.0, gt=0, le=60, description="seconds between sweeps for due SLA warnings/escalations"
+    )
+
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest JSON or form body")
     max_upload_bytes: int = Field(
         21 * 1_048_576, ge=1024, description="largest multipart upload (photos, signatures)"

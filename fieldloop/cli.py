@@ -169,6 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
         if not any(a.dest == "db" for a in p._actions):
             _flag(p, "--db", "DB_URL", "sqlite:///data/fieldloop.db", "database URL")
 
+    report = sub.add_parser("report", help="reports read from the database")
+    rpsub = report.add_subparsers(dest="action", required=True, metavar="REPORT")
+    rsla = rpsub.add_parser(
+        "sla",
+        help="overdue root cause: stages, departments, people and blocking reasons",
+        description="For tickets created in [--from, --to): each breached or at-risk ticket's "
+        "business time by stage, department and person, its pauses and the stage that consumed "
+        "the budget, and the period's top stages, departments and blocking reasons.",
+    )
+    rsla.add_argument("--from", dest="start", required=True, help="e.g. 2026-11-01")
+    rsla.add_argument("--to", dest="end", required=True, help="e.g. 2026-12-01 (exclusive)")
+    rfmt = rsla.add_mutually_exclusive_group()
+    rfmt.add_argument("--csv", action="store_true", help="one row per overdue ticket")
+    rfmt.add_argument("--json", action="store_true", help="the API's JSON")
+    _flag(rsla, "--db", "DB_URL", "sqlite:///data/fieldloop.db", "database URL")
+
     eng = sub.add_parser("engineers", help="engineers' dispatch profiles (skills, shifts ...)")
     esub = eng.add_subparsers(dest="action", required=True, metavar="ACTION")
     eimport = esub.add_parser(
@@ -496,6 +512,12 @@ def cmd_users(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from central.report_cli import run
+
+    return run(args)
+
+
 def cmd_engineers(args: argparse.Namespace) -> int:
     from central.engineers_cli import run
 
@@ -505,6 +527,7 @@ def cmd_engineers(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "users": cmd_users,
     "engineers": cmd_engineers,
+    "report": cmd_report,
     "demo": cmd_demo,
     "central": cmd_central,
     "edge": cmd_edge,

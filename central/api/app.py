@@ -26,6 +26,7 @@ from central.api.routes import (
     meta,
     report_form,
     rules,
+    sla,
     tickets,
     webhooks,
 )
@@ -35,6 +36,7 @@ from central.ingest.events import IngestOutcome, IngestPolicy
 from central.services.idempotency import KEEP_FOR, purge_expired
 from central.services.live_rules import Engine, LiveRules
 from central.settings import Settings
+from central.sla_scheduler import SlaScheduler
 from central.storage.db import make_engine, migrate, session_factory
 from fieldloop import __version__
 from fieldloop.brokers import parse_broker_url
@@ -119,13 +121,16 @@ def create_app(
             client_id=f"{settings.consumer_client_id}-notify",
         )
         sweeper = OfferSweeper(app.state.sessions, live_rules, settings.offer_sweep_every)
+        scheduler = SlaScheduler(app.state.sessions, live_rules, every=settings.sla_sweep_every)
         app.state.notification_sender, app.state.offer_sweeper = sender, sweeper
+        app.state.sla_scheduler = scheduler
         sending = asyncio.create_task(sender.run(), name="notifications")
         sweeping = asyncio.create_task(sweeper.run(), name="offer-sweeper")
+        timing = asyncio.create_task(scheduler.run(), name="sla-scheduler")
         try:
             yield
         finally:
-            for t in (task, housekeeping, watcher, sending, sweeping):
+            for t in (task, housekeeping, watcher, sending, sweeping, timing):
                 if t is None:
                     continue
                 t.cancel()
@@ -144,7 +149,7 @@ def create_app(
     errors.install(app)
     for module in (
         tickets, attachments, follow, auth, edge, webhooks, report_form, rules, meta, board,
-        dispatch,
+        dispatch, sla,
     ):  # fmt: skip
         app.include_router(module.router)
     webhooks.configure(

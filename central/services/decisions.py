@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from central.domain.lifecycle import Action, State
-from central.services import history
+from central.services import history, sla
 from central.services.live_rules import DecisionRules
+from central.services.placeholders import placeholders
 from central.services.tickets import Step, apply_step
 from central.storage.models import Ticket, TicketDecision
 from fieldloop.rules.actions import FollowUp, render
@@ -112,6 +113,7 @@ def apply_rules(
         action="classified",
         data=data,
     )
+    sla.refresh(session, ticket, now)
     if suppressed is not None:
         # a suppressing rule (test tickets, known noise) cancels it, saying which rule and why;
         # the record stays whole, and nobody is sent
@@ -149,23 +151,9 @@ def _choose_policies(
         setattr(ticket, f"{kind}_policy", choice.policy)
         _record(session, ticket, now, kind, ruleset, hits, choice, dict(raw))
         data[kind] = {"policy": choice.policy, "rule": choice.rule}
+    if ticket.sla_policy:
+        sla.attach(session, ticket, rules, now)
     return data
-
-
-def placeholders(ticket: Ticket) -> dict[str, str | None]:
-    """The values of the placeholders a rule's message or follow-up title may use."""
-    return {
-        "ticket.id": f"#{ticket.id}",
-        "ticket.title": ticket.title,
-        "asset.id": ticket.asset_id,
-        "asset.name": ticket.asset_id,  # the asset registry's name when there is one
-        "site": ticket.site,
-        "location": ticket.location,
-        "fault.code": ticket.rule_id,
-        "category": ticket.category,
-        "priority": ticket.priority,
-        "queue": ticket.department,
-    }
 
 
 def open_follow_up(

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from central.domain.intake import PRIORITY_BY_URGENCY, TicketRequest
 from central.domain.lifecycle import State
 from central.domain.secrets import digest, new_token
-from central.services import dispatching, history
+from central.services import dispatching, history, sla
 from central.services.decisions import apply_rules
 from central.services.live_rules import DecisionRules
 from central.storage.models import Ticket
@@ -77,5 +77,7 @@ def create_ticket(
     )
     if rules is not None:
         apply_rules(session, ticket, rules, now=now)
+        if ticket.state == State.new.value:
+            sla.check_repeat(session, ticket, rules, now)
         dispatching.auto_dispatch(session, ticket, rules, now=now)
     return Opened(ticket, token)

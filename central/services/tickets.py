@@ -18,7 +18,7 @@ from central.domain.lifecycle import (
     required_inputs,
 )
 from central.domain.permissions import Caller, Forbidden, Operation, authorize
-from central.services import history, offers
+from central.services import history, offers, sla
 from central.storage.models import Attachment, Ticket
 
 SYSTEM = "system"
@@ -175,6 +175,7 @@ def apply_step(
         note=step.note,
         data=data,
     )
+    sla.refresh(session, ticket, now)  # the clocks follow the log: move the timers with it
     return ticket
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.expression import false
@@ -73,6 +74,10 @@ class Ticket(Base):
     offered_to: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     dispatch_misses: Mapped[int] = mapped_column(default=0, server_default="0")
     needs_dispatcher: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # hand-offs: the first department to take the ticket coordinates it whatever its bounces;
+    # a tripped circuit breaker (too many bounces, a repeat complaint) flags it
+    coordinator: Mapped[str | None] = mapped_column(String(64))
+    flagged: Mapped[str | None] = mapped_column(String(255))
     site: Mapped[str | None] = mapped_column(String(128))
     asset_id: Mapped[str | None] = mapped_column(String(128), index=True)
     device_id: Mapped[str | None] = mapped_column(String(128))
@@ -419,3 +424,58 @@ class Notification(Base):
     next_attempt_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class TicketSla(Base):
+    """The SLA policy and calendar pinned to a ticket when attached, with the rules version:
+    editing sla.yaml later never changes what this ticket was promised."""
+
+    __tablename__ = "ticket_sla"
+
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), primary_key=True)
+    policy_id: Mapped[str] = mapped_column(String(64))
+    rules_version: Mapped[str | None] = mapped_column(String(64))
+    attached_at: Mapped[datetime]
+    policy: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the SlaPolicy, as JSON
+    calendar: Mapped[dict[str, Any]] = mapped_column(default=dict)  # Calendar + days_off
+    breached: Mapped[bool] = mapped_column(default=False)  # any target breached (for reports)
+    worst_stage: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime]
+
+
+class SlaTimer(Base):
+    """A warning or an escalation due at a time: fired at most once per ticket and key, by
+    whichever central process takes it first (row locks, SKIP LOCKED)."""
+
+    __tablename__ = "sla_timers"
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "key", name="uq_sla_timers_ticket_key"),
+        Index(
+            "ix_sla_timers_due",
+            "due_at",
+            postgresql_where=text("fired_at IS NULL"),
+            sqlite_where=text("fired_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    key: Mapped[str] = mapped_column(String(160))
+    kind: Mapped[str] = mapped_column(String(16))  # warning | escalation
+    clock: Mapped[str] = mapped_column(String(64))
+    percent: Mapped[float] = mapped_column(Double)
+    to_role: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text)
+    due_at: Mapped[datetime]
+    fired_at: Mapped[datetime | None]
+    fired_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class SlaAlert(Base):
+    """An alert about many tickets at once (a stage overdue too often): once per key."""
+
+    __tablename__ = "sla_alerts"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    at: Mapped[datetime]
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)

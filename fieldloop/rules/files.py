@@ -22,7 +22,7 @@ from fieldloop.rules.actions import PRIORITIES, Action, parse_actions
 from fieldloop.rules.conditions import ConditionError, Node, Problem, parse_condition
 from fieldloop.rules.fields import did_you_mean
 from fieldloop.rules.ical import IcalError, read_days_off
-from fieldloop.rules.policies import Calendar, DispatchPolicy, SlaPolicy
+from fieldloop.rules.policies import Calendar, DispatchPolicy, Handoffs, SlaPolicy
 from fieldloop.yamlfile import (
     FileError,
     FileProblem,
@@ -133,6 +133,7 @@ class SlaFile(_PolicyFile):
     kind: Literal["SlaRules"]
     calendars: list[Calendar] = Field(min_length=1)
     policies: list[SlaPolicy] = Field(min_length=1)
+    handoffs: Handoffs = Field(default_factory=Handoffs)
     tests: list[PolicyTest] = Field(default_factory=list)
 
     @model_validator(mode="after")

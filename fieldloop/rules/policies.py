@@ -12,7 +12,14 @@ from itertools import pairwise
 from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from fieldloop.durations import parse_duration
 from fieldloop.yamlfile import LocatedValueError, require_unique
@@ -244,6 +251,11 @@ class Calendar(_Strict):
                     raise ValueError(f"{day}: working hours overlap ({shown})")
         return {d: tuple(r) for d, r in out.items()}
 
+    @field_serializer("hours")
+    def _hours_out(self, v: dict[str, tuple[tuple[time, time], ...]]) -> dict[str, list[str]]:
+        # written back as a planner writes it, so a dump validates again (pinned to tickets)
+        return {d: [f"{a:%H:%M}-{b:%H:%M}" for a, b in r] for d, r in v.items()}
+
     @model_validator(mode="after")
     def _some_time(self) -> Self:
         if self.always and self.hours:
@@ -401,6 +413,28 @@ class SlaPolicy(_Strict):
                     ("escalations", i, "target"),
                 )
         return self
+
+
+class Handoffs(_Strict):
+    """The hand-off circuit breaker: when a ticket or a stage goes wrong in ways that are
+    about the organisation rather than the fault, a named role is told and the ticket flagged."""
+
+    max_bounces: int = Field(2, ge=1, le=20, description="transfers between departments")
+    stage_overdue_rate: float = Field(30.0, description="a stage overdue this often in window")
+    window: float = Field(7 * 86400.0, description="the window the overdue rate is taken over")
+    min_tickets: int = Field(10, ge=1, description="fewer tickets in the window: no rate alert")
+    repeat_within: float = Field(30 * 86400.0, description="the same problem again this soon")
+    escalate_to: Literal[ROLES] = "supervisor"  # type: ignore[valid-type]
+
+    @field_validator("stage_overdue_rate", mode="before")
+    @classmethod
+    def _rate(cls, v: object) -> float:
+        return _percent_value(v, "stage_overdue_rate", 1, 100)
+
+    @field_validator("window", "repeat_within", mode="before")
+    @classmethod
+    def _d(cls, v: object) -> float:
+        return _seconds(v)
 
 
 def policy_ids(policies: Any) -> list[str]:

@@ -46,7 +46,7 @@ from central.domain.permissions import (
     Scope,
 )
 from central.domain.stages import Entry, stage_durations
-from central.services import customers, dispatching, evidence
+from central.services import customers, dispatching, evidence, sla
 from central.services.intake import create_ticket
 from central.services.tickets import Gps, Step, act, may, visible_ticket
 from central.storage.models import PartUsed, Ticket
@@ -263,6 +263,7 @@ def _step(
             if action is Action.decline:  # on to the next engineer, or the dispatcher
                 dispatching.after_refusal(session, ticket, rules, now)
             elif action is Action.transfer:  # the new department's engineers
+                sla.after_transfer(session, ticket, now, sla.handoffs_of(rules).max_bounces)
                 dispatching.auto_dispatch(session, ticket, rules, now=now)
         session.flush()
         return 200, TicketPublic.of(ticket, caller)

@@ -1,0 +1,96 @@
+"""The SLA scheduler of a central process: fires due warnings and escalations, and watches the
+stages' overdue rates for the hand-off circuit breaker.
+
+Several central processes may run it against one PostgreSQL: due times are compared with the
+database's clock, a ticket being worked on by another process is skipped (SKIP LOCKED), and a
+timer fires in the same transaction that marks it fired — so each fires exactly once, and a
+process killed mid-sweep leaves its uncommitted work to the others."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from central.services import notifications, sla
+from central.services.live_rules import LiveRules
+from fieldloop.rules.policies import Handoffs
+
+log = logging.getLogger("fieldloop.central.sla")
+
+
+class SlaScheduler:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        rules: LiveRules | None = None,
+        *,
+        every: float = 1.0,
+        rates_every: float = 60.0,
+        who: str = sla.WHO,
+    ) -> None:
+        self.sessions = sessions
+        self.rules = rules
+        self.every = every
+        self.rates_every = rates_every
+        self.who = who
+        self.fired = 0
+
+    def sweep(self, now: datetime | None = None, limit: int = 500) -> int:
+        """One pass: every ticket with a timer due, each in its own transaction."""
+        with self.sessions() as s, s.begin():
+            at = now or sla.db_now(s, datetime.now(UTC))
+            due = sla.due_tickets(s, at, limit)
+        n = 0
+        for tid in due:
+            try:
+                with self.sessions() as s, s.begin():
+                    at = now or sla.db_now(s, datetime.now(UTC))
+                    n += len(sla.fire_due(s, tid, at, self.who))
+            except OperationalError as exc:  # a lock or a deadlock timeout: next sweep
+                log.warning("SLA timers of ticket #%d not fired this time: %s", tid, exc)
+        self.fired += n
+        return n
+
+    def handoffs(self) -> Handoffs:
+        return sla.handoffs_of(self.rules.current if self.rules is not None else None)
+
+    def check_rates(self, now: datetime | None = None) -> list[str]:
+        """A stage overdue too often over the window alerts the named role, once per stage
+        and day (the alert's key is claimed in the database, so once across processes)."""
+        h = self.handoffs()
+        raised = []
+        with self.sessions() as s, s.begin():
+            at = now or sla.db_now(s, datetime.now(UTC))
+            for stage, (late, total) in sorted(
+                sla.overdue_rates(s, at - timedelta(seconds=h.window), at).items()
+            ):
+                if total < h.min_tickets or late * 100 < h.stage_overdue_rate * total:
+                    continue
+                key = f"overdue:{stage}:{at.date().isoformat()}"
+                data = {"stage": stage, "late": late, "total": total, "rate": late / total}
+                if sla.alert_once(s, key, at, data):
+                    notifications.enqueue(
+                        s, kind="circuit_breaker", recipient=f"role:{h.escalate_to}", now=at,
+                        payload={"why": f"stage {stage} overdue on {late} of {total} tickets "
+                                 f"({late / total:.0%}) over the last {h.window / 86400:g} days",
+                                 **data},
+                    )  # fmt: skip
+                    raised.append(key)
+        return raised
+
+    async def run(self) -> None:
+        since_rates = 0.0
+        while True:
+            try:
+                await asyncio.to_thread(self.sweep)
+                since_rates += self.every
+                if since_rates >= self.rates_every:
+                    since_rates = 0.0
+                    await asyncio.to_thread(self.check_rates)
+            except SQLAlchemyError as exc:
+                log.warning("SLA sweep failed, will retry: %s", exc)
+            await asyncio.sleep(self.every)
