@@ -232,3 +232,19 @@ def test_the_overdue_report_over_the_api_and_the_cli(
     assert main(["report", "sla", "--from", start[:10], "--to", end[:10], "--db", db]) == 0
     out = capsys.readouterr().out
     assert "2 ticket(s)" in out
+
+
+def test_a_stage_overdue_too_often_alerts_once(client: TestClient) -> None:
+    tickets = [report(client, f"走廊的灯不亮 {i}", location=f"Corridor {i}") for i in range(10)]
+    scheduler = client.app.state.sla_scheduler  # type: ignore[attr-defined]
+    created = datetime.fromisoformat(tickets[-1]["created_at"])
+    assert scheduler.check_rates(created + timedelta(minutes=5)) == []  # nothing late yet
+    later = created + timedelta(hours=1)  # every dispatch stage (10 min) is now overdue
+    raised = scheduler.check_rates(later)
+    assert raised == [f"overdue:dispatch:{later.date().isoformat()}"]
+    assert scheduler.check_rates(later + timedelta(minutes=1)) == []  # once a day per stage
+    alerts = client.get("/me/notifications", headers=h(client, "sup.wang")).json()
+    breaker = [a for a in alerts if a["kind"] == "circuit_breaker" and a["ticket"] is None]
+    assert (
+        len(breaker) == 1 and "stage dispatch overdue on 10 of 10" in breaker[0]["payload"]["why"]
+    )
