@@ -36,6 +36,7 @@ bench: $(STAMP) services
 	$(BIN)/python bench/rules_engine.py
 	$(BIN)/python bench/rules_check.py
 	$(BIN)/python bench/dispatch_decision.py
+	$(BIN)/python bench/sla_clock.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

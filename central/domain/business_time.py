@@ -9,10 +9,10 @@ or round the clock (``always``), where days off do not apply.
 **A range is the real time between two wall-clock readings.** It opens the first moment the
 local clock shows its start and closes the first moment after that it shows its end (an end
 of 00:00 is the next midnight). So across a change of the clocks the elapsed time is what
-counts: a range that spans a spring-forward gap is shorter (08:00-12:00 with a 02:00->03:00
-jump inside would be 3 h), a fall-back hour inside a range counts twice (00:00-03:00 is 4 h
-that night). A start or end that falls in a gap is the moment of the jump; one that the clock
-shows twice is its first showing.
+counts: a range that spans a spring-forward gap is shorter, a fall-back hour inside a range
+counts twice (in New York, 00:00-06:00 is 5 h the night the clocks go 02:00 -> 03:00, and 7 h
+the night they go back). A start or end that falls in a gap is the moment of the jump; one
+that the clock shows twice is its first showing.
 
 Everything inside is counted in whole microseconds since the Unix epoch, so sums are exact:
 ``seconds_between(a, c) == seconds_between(a, b) + seconds_between(b, c)``. Long spans are

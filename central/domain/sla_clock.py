@@ -15,7 +15,9 @@ timed before the ticket's creation counts at its creation, so no interval is eve
   the next ``complete``, and the time of every run adds up.
 * stages, each from the end of the one before, so a breach shows where the time went:
   ``classification`` until the first ``classified`` (or ``dispatch``/``accept``, if those come
-  first); a ticket no rules classified has a classification of 0 s. ``dispatch`` from there
+  first); a ticket no rules classified has a classification of 0 s (central logs
+  ``classified`` with the creation; a first one logged later takes the time before it from
+  the dispatch stage). ``dispatch`` from there
   until the first ``dispatch`` or ``accept`` (a claim). ``acceptance`` from the first
   ``dispatch`` to the first ``accept`` (a claimed job has none). ``arrival`` from the first
   ``accept`` to the first ``arrive``. ``repair`` from the first ``arrive`` to ``complete``,
@@ -27,6 +29,12 @@ timed before the ticket's creation counts at its creation, so no interval is eve
 **Pauses** are the intervals the ticket spent waiting for parts (待料) or for the customer
 (待客户), from entering the state to the next lifecycle step out of it; every pause is listed,
 but a clock leaves out a pause's time only when the policy's ``pause_on`` names its reason.
+
+**Shares** split each stage's time (pauses left out as for its clock, and for every stage,
+budget or not) by who held the ticket: the engineer a ``dispatch`` or ``accept`` names, or
+whoever accepted; otherwise whoever last moved it (the creator, a transferring supervisor);
+and by department: the created entry's ``department``, then each transfer's
+``to_department``. **worst** is the stage that used the largest share of its budget.
 
 **Status**: ``not_started``; ``running`` or ``paused`` while it runs within its time;
 ``met`` once stopped within it; ``breached`` once past it, running or not (``stopped_at`` and
@@ -138,11 +146,8 @@ def _order(e: LogEntry) -> tuple[Any, ...]:
 Timeline = Sequence[tuple[datetime, LogEntry]]
 
 
-def _first(tl: Timeline, actions: frozenset[str] | set[str], start: int = 0) -> int | None:
-    for i in range(start, len(tl)):
-        if tl[i][1].action in actions:
-            return i
-    return None
+def _first(tl: Timeline, actions: set[str]) -> int | None:
+    return next((i for i, (_, e) in enumerate(tl) if e.action in actions), None)
 
 
 def _runs(
