@@ -346,16 +346,17 @@ def test_naive_times_are_refused() -> None:
 
 
 def test_an_office_promise_runs_on_working_hours_and_skips_the_holidays() -> None:
-    p, cal = policy("p4-planned")  # response 1d: 24 working hours, 3 office days
+    p, cal = policy("p4-planned")  # response 8h: one working day
     fri = datetime(2026, 12, 4, 17, 0, tzinfo=SHANGHAI)
     view = compute(Log(fri)(0, "created", "portal").entries, p, cal, now=fri)
-    assert clocks(view)["response"].due_at == datetime(2026, 12, 9, 17, 0, tzinfo=SHANGHAI)
+    # Friday 17:00-17:30, then Monday 08:30-12:00 and 13:00-17:00
+    assert clocks(view)["response"].due_at == datetime(2026, 12, 7, 17, 0, tzinfo=SHANGHAI)
     warn = {t.key: t.due_at for t in thresholds(view, p, cal, now=fri)}
-    assert warn["warn:response:75"] == datetime(2026, 12, 9, 10, 0, tzinfo=SHANGHAI)
+    assert warn["warn:response:75"] == datetime(2026, 12, 7, 15, 0, tzinfo=SHANGHAI)
     # National Day (1-3 October) and the weekend are not counted
     wed = datetime(2026, 9, 30, 16, 0, tzinfo=SHANGHAI)
     view = compute(Log(wed)(0, "created", "portal").entries, p, cal, now=wed)
-    assert clocks(view)["response"].due_at == datetime(2026, 10, 7, 16, 0, tzinfo=SHANGHAI)
+    assert clocks(view)["response"].due_at == datetime(2026, 10, 5, 16, 0, tzinfo=SHANGHAI)
     later = compute(Log(wed)(0, "created", "portal").entries, p, cal, now=wed + timedelta(days=5))
     # Wednesday 16:00-17:30, then Monday 08:30-12:00 and 13:00-16:00
     assert clocks(later)["response"].elapsed == (1.5 + 3.5 + 3) * 3600

@@ -134,7 +134,7 @@ def test_the_shipped_sla_policies_and_calendars() -> None:
     assert len(off) == 13 and date(2026, 10, 1) in off and date(2026, 2, 20) not in off
     p4 = rs.policies["p4-planned"]
     assert p4.pause_on == ("waiting_parts", "waiting_customer")  # written 待料, 待客户
-    assert p4.targets.response == 86400.0 and p4.targets.arrival is None
+    assert p4.targets.response == 8 * 3600.0 and p4.targets.arrival is None
     assert rs.policies["p1-emergency"].warn_at == (50.0, 75.0, 90.0)
     assert rs.policies["p3-standard"].warn_at == (75.0, 90.0)  # the default
     assert [e.at for e in rs.policies["p1-emergency"].escalations] == [100, 100, 150, 100]
