@@ -31,7 +31,9 @@ class SlaScheduler:
         every: float = 1.0,
         rates_every: float = 60.0,
         who: str = sla.WHO,
+        batch: int = 25,
     ) -> None:
+        self.batch = batch
         self.sessions = sessions
         self.rules = rules
         self.every = every
@@ -45,15 +47,25 @@ class SlaScheduler:
             at = now or sla.db_now(s, datetime.now(UTC))
             due = sla.due_tickets(s, at, limit)
         n = 0
-        for tid in due:
+        # several tickets per transaction (one commit, one flush of the log's hash chains); a
+        # batch that fails is retried one ticket at a time, so one bad ticket delays no other
+        for i in range(0, len(due), self.batch):
+            chunk = due[i : i + self.batch]
             try:
-                with self.sessions() as s, s.begin():
-                    at = now or sla.db_now(s, datetime.now(UTC))
-                    n += len(sla.fire_due(s, tid, at, self.who))
-            except OperationalError as exc:  # a lock or a deadlock timeout: next sweep
-                log.warning("SLA timers of ticket #%d not fired this time: %s", tid, exc)
+                n += self._fire(chunk, now)
+            except OperationalError:
+                for tid in chunk:
+                    try:
+                        n += self._fire([tid], now)
+                    except OperationalError as exc:  # a lock or a deadlock timeout
+                        log.warning("SLA timers of ticket #%d not fired this time: %s", tid, exc)
         self.fired += n
         return n
+
+    def _fire(self, tickets: list[int], now: datetime | None) -> int:
+        with self.sessions() as s, s.begin():
+            at = now or sla.db_now(s, datetime.now(UTC))
+            return sum(len(sla.fire_due(s, tid, at, self.who)) for tid in tickets)
 
     def handoffs(self) -> Handoffs:
         return sla.handoffs_of(self.rules.current if self.rules is not None else None)
