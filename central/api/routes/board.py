@@ -16,7 +16,7 @@ from central.api.deps import SessionDep
 from central.domain.lifecycle import STATE_LABELS, TERMINAL, State
 from central.domain.permissions import Role
 from central.services.users import UserError, authenticate, issue_token
-from central.storage.models import Ticket
+from central.storage.models import Ticket, TicketSla
 
 router = APIRouter(tags=["board"])
 
@@ -34,7 +34,7 @@ th{{background:#f4f4f4}}.P1{{color:#b00;font-weight:bold}}.P2{{color:#c60}}
 <p>{open_count} open · {total} shown ·
 <a href="/docs">API docs</a> · <a href="/tickets">JSON</a></p>
 <table><tr><th>#</th><th>State 状态</th><th>Priority</th><th>Asset</th><th>Title</th>
-<th>Fault</th><th>Assignee</th><th>Updated (UTC)</th></tr>
+<th>Fault</th><th>Assignee</th><th>SLA 时限</th><th>Updated (UTC)</th></tr>
 {rows}
 </table></body></html>"""
 
@@ -94,6 +94,13 @@ def login(
     return response
 
 
+def _sla(t: Ticket, late: set[int]) -> str:
+    words = [w for w in (t.sla_policy or "", "overdue 超时" if t.id in late else "") if w]
+    if t.flagged:
+        words.append(f"⚑ {t.flagged}")
+    return " · ".join(words)
+
+
 def _who(t: Ticket) -> str:
     """The engineer, those holding an offer, or the dispatcher's queue (调度台)."""
     if t.assignee:
@@ -114,6 +121,14 @@ def board(request: Request, session: SessionDep) -> HTMLResponse | RedirectRespo
     tickets = list(
         session.execute(select(Ticket).order_by(open_first, Ticket.id.desc()).limit(200)).scalars()
     )
+    late = set(
+        session.execute(
+            select(TicketSla.ticket_id).where(
+                TicketSla.breached.is_(True),
+                TicketSla.ticket_id.in_([t.id for t in tickets]),
+            )
+        ).scalars()
+    )
     rows = []
     for t in tickets:
         en, zh = STATE_LABELS[State(t.state)]
@@ -125,6 +140,8 @@ def board(request: Request, session: SessionDep) -> HTMLResponse | RedirectRespo
             f'<td class="{"fault" if t.fault_active else ""}">'
             f"{'active' if t.fault_active else 'cleared' if t.fault_cleared_at else ''}</td>"
             f"<td>{escape(_who(t))}</td>"
+            f'<td class="{"fault" if t.id in late or t.flagged else ""}">'
+            f"{escape(_sla(t, late))}</td>"
             f"<td>{t.updated_at:%Y-%m-%d %H:%M:%S}</td></tr>"
         )
     open_count = sum(1 for t in tickets if State(t.state) not in TERMINAL)
