@@ -10,15 +10,22 @@ import math
 from collections.abc import Iterable
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from central.storage.models import Engineer, EngineerLeave, Site
 from fieldloop.rules.policies import Calendar
-from fieldloop.yamlfile import FileError, FileProblem, parse_yaml, validate
+from fieldloop.yamlfile import FileError, FileProblem, parse_yaml, require_unique, validate
 
 NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 Name = Annotated[str, Field(pattern=NAME)]
@@ -29,8 +36,13 @@ class _Strict(BaseModel):
 
 
 def _hours(value: dict[str, Any]) -> dict[str, list[str]]:
-    """Shifts as a calendar's hours: the same day names (mon-fri, 周一-周五) and ranges."""
-    parsed = Calendar(id="shift", timezone="UTC", hours=value).hours  # validates, or raises
+    """Shifts as a calendar's hours: the same day names (mon-fri, 周一-周五) and ranges. A
+    problem is raised as the shift's own (not the calendar's ``hours``)."""
+    try:
+        parsed = Calendar(id="shift", timezone="UTC", hours=value).hours
+    except ValidationError as exc:
+        raise ValueError("; ".join(str(e["msg"]).removeprefix("Value error, ")
+                                   for e in exc.errors())) from None  # fmt: skip
     return {d: [f"{a:%H:%M}-{b:%H:%M}" for a, b in r] for d, r in parsed.items()}
 
 
@@ -71,6 +83,11 @@ class EngineersFile(_Strict):
     engineers: list[EngineerSpec] = Field(min_length=1)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Self:
+        require_unique([e.username for e in self.engineers], "username", "username", "engineers")
+        return self
 
 
 class SiteIn(_Strict):
@@ -147,14 +164,7 @@ def all_engineers(session: Session) -> list[Engineer]:
 def parse_yaml_file(name: str, text: str) -> list[EngineerSpec]:
     """A ``kind: Engineers`` YAML file, or FileError naming file:line:col of every problem."""
     data = parse_yaml(Path(name), text)
-    spec = validate(Path(name), data, EngineersFile)
-    seen: dict[str, int] = {}
-    for i, e in enumerate(spec.engineers):
-        if e.username in seen:
-            why = f"engineers.{i}: {e.username} is listed twice (also engineers.{seen[e.username]})"
-            raise FileError([FileProblem(name, 1, 1, why)])
-        seen[e.username] = i
-    return spec.engineers
+    return validate(Path(name), data, EngineersFile).engineers
 
 
 CSV_COLUMNS = ("username", "name", "department", "regions", "skills", "certifications",
@@ -166,7 +176,8 @@ def _pairs(cell: str, what: str) -> list[tuple[str, str]]:
     for part in filter(None, (p.strip() for p in cell.split(";"))):
         key, sep, value = part.partition(":") if what != "shifts" else part.partition(" ")
         if not sep:
-            raise ValueError(
+            raise CellError(
+                what,
                 f"{what}: {part!r} is not "
                 + ("'day-range HH:MM-HH:MM'" if what == "shifts" else "'name:value'")
             )
@@ -194,8 +205,19 @@ def _csv_row(row: dict[str, str]) -> dict[str, Any]:
     out["shifts"] = shifts
     for k in ("home_lat", "home_lon"):
         cell = (row.get(k) or "").strip()
-        out[k] = float(cell) if cell else None
+        try:
+            out[k] = float(cell) if cell else None
+        except ValueError:
+            raise CellError(k, f"{k}: {cell!r} is not a number (decimal degrees)") from None
     return out
+
+
+class CellError(ValueError):
+    """One cell of a CSV row is wrong: which column, and why."""
+
+    def __init__(self, column: str, message: str) -> None:
+        super().__init__(message)
+        self.column = column
 
 
 def parse_csv_file(name: str, text: str) -> list[EngineerSpec]:
@@ -226,6 +248,10 @@ def parse_csv_file(name: str, text: str) -> list[EngineerSpec]:
                 col = header.index(field) + 1 if field in header else 1
                 where = ".".join(map(str, err["loc"])) or field
                 problems.append(FileProblem(name, line, col, f"{where}: {err['msg']}"))
+            continue
+        except CellError as exc:
+            col = header.index(exc.column) + 1 if exc.column in header else 1
+            problems.append(FileProblem(name, line, col, str(exc)))
             continue
         except ValueError as exc:
             problems.append(FileProblem(name, line, 1, str(exc)))

@@ -36,7 +36,9 @@ PEOPLE = {
     "eng.zhou": Role.engineer, "eng.sun": Role.engineer,
 }  # fmt: skip
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-CSV_HEADER = "username,name,department,regions,skills,certifications,shifts,home_lat,home_lon,active"
+CSV_HEADER = (
+    "username,name,department,regions,skills,certifications,shifts,home_lat,home_lon,active"
+)
 
 
 # --- the stack ------------------------------------------------------------------------------
@@ -169,13 +171,6 @@ def test_put_engineer_names_the_wrong_field(
     assert c.get("/engineers", headers=h(c, "admin")).json() == []  # nothing written
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="central/services/engineers.py _hours (line ~33) validates shifts by building a "
-    "Calendar inside the field validator; its ValidationError's location leaks, so the 422 "
-    "names the field 'body.shifts.hours' -- a key the engineer body does not have -- instead "
-    "of 'body.shifts' or 'body.shifts.mon-fri'",
-)
 def test_a_bad_shift_is_named_by_a_path_in_the_body(client: TestClient) -> None:
     c = client
     body = engineer("Li Wei", 1.0, shifts={"mon-fri": ["17:00-08:00"]})
@@ -224,7 +219,9 @@ def test_get_engineers_shows_open_jobs(client: TestClient) -> None:
         ("admin", 200, 200),
     ],
 )
-def test_who_may_list_and_manage_engineers(client: TestClient, who: str, put: int, get: int) -> None:
+def test_who_may_list_and_manage_engineers(
+    client: TestClient, who: str, put: int, get: int
+) -> None:
     c = client
     r = c.put("/engineers/eng.wu", json=engineer("Wu Fang", 2.0), headers=h(c, who))
     assert r.status_code == put, r.text
@@ -320,8 +317,7 @@ eng.new2,New Two,hvac,plant-1,hvac:2,,,,,true
 eng.new3,New Three,hvac,plant-1,hvac:9,,,,,true
 """
 _UNKNOWN_COLUMN = (
-    "username,name,department,phone,skills\n"
-    "eng.new1,New One,hvac,13800000000,hvac:3\n"
+    "username,name,department,phone,skills\neng.new1,New One,hvac,13800000000,hvac:3\n"
 )
 _DUPLICATE = f"""\
 {CSV_HEADER}
@@ -333,11 +329,15 @@ _BAD_SHIFT = f"""\
 eng.new1,New One,hvac,plant-1,hvac:3,,,,,true
 eng.new2,New Two,hvac,plant-1,hvac:3,,mon-fri 18:00-08:00,,,true
 """
-_YAML_TYPO = YAML_FILE.replace("eng.li", "eng.new1").replace("eng.wu", "eng.new2").replace(
-    "    skills: {hvac: 3}", "    skils: {hvac: 3}"
+_YAML_TYPO = (
+    YAML_FILE.replace("eng.li", "eng.new1")
+    .replace("eng.wu", "eng.new2")
+    .replace("    skills: {hvac: 3}", "    skils: {hvac: 3}")
 )
-_YAML_LEVEL = YAML_FILE.replace("eng.li", "eng.new1").replace("eng.wu", "eng.new2").replace(
-    "    skills: {hvac: 3}", "    skills: {hvac: 7}"
+_YAML_LEVEL = (
+    YAML_FILE.replace("eng.li", "eng.new1")
+    .replace("eng.wu", "eng.new2")
+    .replace("    skills: {hvac: 3}", "    skills: {hvac: 7}")
 )
 
 
@@ -383,12 +383,6 @@ def test_a_yaml_typo_suggests_the_key(client: TestClient) -> None:
     assert engineers(c) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="central/services/engineers.py parse_yaml_file (line ~151) reports a duplicate "
-    "username at FileProblem(name, 1, 1, ...) -- line 1, column 1 -- instead of the line of "
-    "the second entry",
-)
 def test_a_yaml_duplicate_username_is_named_at_its_line(client: TestClient) -> None:
     c = client
     text = YAML_FILE.replace("eng.wu", "eng.li")
@@ -398,17 +392,10 @@ def test_a_yaml_duplicate_username_is_named_at_its_line(client: TestClient) -> N
     fields = problems(r)
     assert engineers(c) == {}
     ((where, problem),) = fields.items()
-    assert "listed twice" in problem
+    assert "used twice" in problem
     assert where.startswith(f"line {dup_line},"), fields
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="central/services/engineers.py parse_csv_file (line ~225): a ValueError from "
-    "_csv_row (float('north') for home_lat) is reported at column 1 with only "
-    "\"could not convert string to float: 'north'\", naming neither the home_lat column (8) "
-    "nor the field",
-)
 def test_a_csv_non_number_position_is_named_at_its_column(client: TestClient) -> None:
     c = client
     text = f"{CSV_HEADER}\neng.new1,New One,hvac,plant-1,hvac:3,,,north,121.4,true\n"
@@ -611,7 +598,9 @@ def test_notifications_for_the_engineer_and_the_dispatcher(client: TestClient) -
     mine = c.get("/me/notifications", headers=h(c, "eng.li")).json()
     assert [(n["kind"], n["ticket"]) for n in mine] == [("offer", tid)]
     offer = mine[0]
-    assert offer["payload"]["ticket"] == tid and offer["payload"]["title"] == ticket(c, tid)["title"]
+    assert (
+        offer["payload"]["ticket"] == tid and offer["payload"]["title"] == ticket(c, tid)["title"]
+    )
     assert offer["payload"]["expires_at"] and offer["at"]
     desk = c.get("/me/notifications", headers=h(c, "disp.zhao")).json()
     assert [(n["kind"], n["ticket"]) for n in desk] == [("alert", nobody)]
@@ -711,7 +700,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.requests.append((time.time(), dict(self.headers.items()), body))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
@@ -765,9 +754,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _webhook_stack(db_url: str, receiver: Receiver) -> Iterator[TestClient]:
-    return _start(
-        _settings(db_url, notify_webhooks=[{"url": receiver.url, "secret": "s3cret"}])
-    )
+    return _start(_settings(db_url, notify_webhooks=[{"url": receiver.url, "secret": "s3cret"}]))
 
 
 def test_an_offer_reaches_a_signed_webhook(db_url: str, receiver: Receiver) -> None:
@@ -776,7 +763,8 @@ def test_an_offer_reaches_a_signed_webhook(db_url: str, receiver: Receiver) -> N
         tid = report(c)
         (offer,) = c.get("/me/notifications", headers=h(c, "eng.li")).json()
         _wait(lambda: receiver.requests, 10, "the webhook delivery")
-        _wait(lambda: _row(c, offer["id"]).delivered_at is not None, 5, "delivered_at")
+        nid = offer["id"]
+        _wait(lambda c=c, nid=nid: _row(c, nid).delivered_at is not None, 5, "delivered_at")
 
         (at, headers, body), *more = receiver.requests
         assert more == []  # delivered once
@@ -808,10 +796,14 @@ def test_a_failing_webhook_is_retried_until_delivered(db_url: str, receiver: Rec
         (offer,) = c.get("/me/notifications", headers=h(c, "eng.li")).json()
         nid = offer["id"]
 
-        failed = _wait(lambda: (r := _row(c, nid)).last_error and r, 10, "a failed attempt")
+        failed = _wait(
+            lambda c=c, nid=nid: (r := _row(c, nid)).last_error and r, 10, "a failed attempt"
+        )
         assert failed.delivered_at is None and failed.attempts >= 1
         assert "500" in failed.last_error
-        done = _wait(lambda: (r := _row(c, nid)).delivered_at and r, 20, "the retried delivery")
+        done = _wait(
+            lambda c=c, nid=nid: (r := _row(c, nid)).delivered_at and r, 20, "the retried delivery"
+        )
         assert done.attempts == 3 and "500" in (done.last_error or "")
         assert len(receiver.requests) == 3
         times = [at for at, _, _ in receiver.requests]
