@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fieldloop.rules.policies import check_zone
 
 
 class Settings(BaseSettings):
@@ -65,11 +66,7 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"{v!r} is not an IANA time zone (e.g. Asia/Shanghai, UTC)") from exc
-        return v
+        return check_zone(v)
 
     notify_webhooks: list[dict[str, str]] = Field(
         default_factory=list,

@@ -259,15 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _zone(value: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from fieldloop.rules.policies import check_zone
 
     try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not an IANA time zone (e.g. Asia/Shanghai, UTC)"
-        ) from None
-    return value
+        return check_zone(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _need(value: str | None, flag: str, env: str) -> str:

@@ -179,7 +179,7 @@ def _pairs(cell: str, what: str) -> list[tuple[str, str]]:
             raise CellError(
                 what,
                 f"{what}: {part!r} is not "
-                + ("'day-range HH:MM-HH:MM'" if what == "shifts" else "'name:value'")
+                + ("'day-range HH:MM-HH:MM'" if what == "shifts" else "'name:value'"),
             )
         out.append((key.strip(), value.strip()))
     return out

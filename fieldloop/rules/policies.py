@@ -33,6 +33,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def check_zone(name: str) -> str:
+    """``name`` if it is an IANA time zone (Asia/Shanghai, UTC), else ValueError saying so."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Asia/Shanghai, UTC)") from exc
+    return name
+
+
 def _seconds(v: object) -> float:
     seconds = parse_duration(v)  # type: ignore[arg-type]
     if seconds <= 0:
@@ -212,11 +221,7 @@ class Calendar(_Strict):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"{v!r} is not an IANA time zone (e.g. Asia/Shanghai, UTC)") from exc
-        return v
+        return check_zone(v)
 
     @field_validator("hours", mode="before")
     @classmethod
