@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from central.domain.lifecycle import Action, State
-from central.services import history, sla
+from central.services import history, notifications, sla
 from central.services.live_rules import DecisionRules
 from central.services.placeholders import placeholders
 from central.services.tickets import Step, apply_step
@@ -67,6 +67,7 @@ def apply_rules(
     match = match or rules.match
     suppressed: tuple[str, str] | None = None
     follow_ups: list[tuple[str, FollowUp]] = []
+    messages: list[tuple[str, str, str, str]] = []  # (notify|escalate, rule, to, text)
     raw = facts_for(ticket, now, rules.timezone)
     raw.update({k: v for k, v in (extra or {}).items() if v is not None})
     facts = normalise_facts(raw)
@@ -84,6 +85,7 @@ def apply_rules(
             suppressed = (out.rule, out.suppressed)
         if out.rule is not None:
             follow_ups += [(out.rule, f) for f in out.open_tickets]
+            messages += [("notify", out.rule, to, text) for to, text in out.notify]
         _record(session, ticket, now, "classification", rules.classification, hits[:1], out, raw)
         data["classification"] = {"rule": out.rule, "category": out.category, "queue": out.queue}
         raw = {**raw, "category": out.category, "queue": out.queue, "tags": list(out.tags)}
@@ -96,9 +98,12 @@ def apply_rules(
             ticket.priority_source = "rules"
         ticket.priority_score = pr.score
         by_id = {r.id: r for r in rules.priority.rules}
-        follow_ups += [
-            (rid, a.value) for rid in hits for a in by_id[rid].actions if a.name == "open_ticket"
-        ]
+        for rid in hits:
+            for a in by_id[rid].actions:
+                if a.name == "open_ticket":
+                    follow_ups.append((rid, a.value))
+                elif a.name in ("notify", "escalate"):
+                    messages.append((a.name, rid, *a.value))
         _record(session, ticket, now, "priority", rules.priority, hits, pr, raw)
         data["priority"] = {"priority": pr.priority, "score": pr.score, "rules": list(hits)}
     if suppressed is None:
@@ -127,6 +132,34 @@ def apply_rules(
         return
     for rule_id, follow in follow_ups:
         open_follow_up(session, ticket, rules, follow, rule_id=rule_id, now=now, match=match)
+    _tell(session, ticket, messages, now)
+
+
+#: a rule's `notify.to` that names one of these is a role; anything else is a party outside
+#: (the gas company, a lift contractor) reached through the notification webhooks
+_ROLES = frozenset({"dispatcher", "supervisor", "service_director", "customer_service",
+                    "planner"})  # fmt: skip
+
+
+def _tell(
+    session: Session, ticket: Ticket, messages: list[tuple[str, str, str, str]], now: datetime
+) -> None:
+    """Send what the rules said to say (notify, escalate), with the placeholders filled in."""
+    values = placeholders(ticket)
+    for kind, rule_id, to, text in messages:
+        recipient = (
+            (ticket.assignee or "role:dispatcher") if to == "assignee"
+            else f"role:{to}" if to in _ROLES else to
+        )  # fmt: skip
+        body = render(text, values)
+        notifications.enqueue(
+            session, kind=f"rule_{kind}", recipient=recipient, now=now, ticket_id=ticket.id,
+            payload={"ticket": ticket.id, "title": ticket.title, "rule": rule_id,
+                     "message": body, "priority": ticket.priority},
+        )  # fmt: skip
+        if kind == "escalate":
+            history.record(session, ticket, at=now, actor=RULES_ACTOR, action="escalated",
+                           note=body, data={"to": recipient, "rule": rule_id})  # fmt: skip
 
 
 def _choose_policies(

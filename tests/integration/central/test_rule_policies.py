@@ -18,7 +18,7 @@ from support import add_people
 from central.api.app import create_app
 from central.services.audit import verify
 from central.settings import Settings
-from central.storage.models import Ticket, TicketDecision
+from central.storage.models import Notification, Ticket, TicketDecision
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +39,7 @@ rules:
           category: gas
           queue: gas-company
           priority: P2
+      - notify: {to: gas-company, message: "燃气泄漏 gas leak at {{location}} ({{ticket.id}})"}
   - id: catch-all
     then: [{set_category: general}, {set_queue: dispatch}]
 """
@@ -49,7 +50,9 @@ kind: PriorityRules
 rules:
   - id: hazard
     when: {tags: {contains_any: [hazard]}}
-    then: [{add_score: 90}]
+    then:
+      - add_score: 90
+      - escalate: {to: service_director, reason: "险情 hazard: {{ticket.title}}"}
   - id: night
     description: local night, in the sites' time zone
     when: {any: [{hour: {gte: 22}}, {hour: {lt: 7}}]}
@@ -184,3 +187,21 @@ def test_hour_is_local_time_in_the_sites_zone(client: TestClient) -> None:
     assert prio["facts"]["weekday"] == local.isoweekday()
     night = local.hour >= 22 or local.hour < 7
     assert ("night" in prio["rule_ids"]) is night
+
+
+def test_notify_and_escalate_reach_the_outbox(client: TestClient) -> None:
+    gas = report(client, "gas leak in the boiler room")
+    with client.app.state.sessions() as s:  # type: ignore[attr-defined]
+        sent = s.execute(
+            select(Notification.kind, Notification.recipient, Notification.payload)
+            .where(Notification.ticket_id == gas["id"], Notification.kind.like("rule_%"))
+            .order_by(Notification.id)
+        ).all()
+    assert [(k, r) for k, r, _ in sent] == [
+        ("rule_notify", "gas-company"), ("rule_escalate", "role:service_director"),
+    ]  # fmt: skip
+    assert sent[0][2]["message"] == f"燃气泄漏 gas leak at Block 3, flat 1202 (#{gas['id']})"
+    assert sent[1][2]["rule"] == "hazard"
+    detail = client.get(f"/tickets/{gas['id']}", headers=h(client, "sup.wang")).json()
+    (esc,) = [e for e in detail["history"] if e["action"] == "escalated"]
+    assert esc["note"] == f"险情 hazard: {gas['title']}"
