@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fieldloop.rules.policies import check_zone
 
@@ -24,7 +25,16 @@ class Settings(BaseSettings):
         "mqtt://127.0.0.1:1883", description="MQTT broker carrying edge events; empty = no ingest"
     )
     topic_root: str = "fieldloop"
-    consumer_client_id: str = "fieldloop-central"
+    consumer_client_id: str = Field(
+        "fieldloop-central", description="MQTT client id: different for every central process"
+    )
+    consumer_group: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.-]{0,64}$",
+        description="several central processes splitting the edge traffic: the same group name "
+        "in each (MQTT 5 shared subscriptions, $share/<group>/...; Mosquitto 2 or any MQTT 5 "
+        "broker). Empty: one central, with a persistent session of its own",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     migrate_on_start: bool = True
@@ -54,7 +64,7 @@ class Settings(BaseSettings):
     public_reporting: bool = Field(
         True, description="serve the problem-report web form (/report) without signing in"
     )
-    webhook_secrets: dict[str, list[str]] = Field(
+    webhook_secrets: Annotated[dict[str, list[str]], NoDecode] = Field(
         default_factory=dict,
         description="inbound webhook sources and their HMAC secrets as JSON, e.g. "
         '{"callcentre": ["<secret>"]}; two secrets while rotating',
@@ -63,12 +73,37 @@ class Settings(BaseSettings):
         300, ge=10, le=3600, description="seconds a signed webhook delivery stays valid"
     )
 
+    @field_validator("webhook_secrets", "notify_webhooks", mode="before")
+    @classmethod
+    def _json(cls, v: object, info: ValidationInfo) -> object:
+        # from the environment: JSON, and an empty variable means none (not a start-up crash)
+        if isinstance(v, str):
+            if not v.strip():
+                return {} if info.field_name == "webhook_secrets" else []
+            try:
+                return json.loads(v)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not JSON: {exc}") from None
+        return v
+
+    @field_validator("rules_dir", mode="before")
+    @classmethod
+    def _no_rules(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v  # empty: run without rules
+
+    @field_validator("iot_reopen_window", mode="before")
+    @classmethod
+    def _seconds(cls, v: object) -> object:
+        if isinstance(v, str) and v.strip().replace(".", "", 1).isdigit():
+            return float(v)  # plain seconds, as the description promises (or ISO 8601)
+        return v
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, v: str) -> str:
         return check_zone(v)
 
-    notify_webhooks: list[dict[str, str]] = Field(
+    notify_webhooks: Annotated[list[dict[str, str]], NoDecode] = Field(
         default_factory=list,
         description="systems told of every offer and alert, as JSON: "
         '[{"url": "https://...", "secret": "<HMAC secret>"}] (signed like inbound webhooks)',

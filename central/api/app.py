@@ -108,6 +108,7 @@ def create_app(
                 client_id=settings.consumer_client_id,
                 on_outcome=on_outcome,
                 policy=policy,
+                group=settings.consumer_group,
             )
             app.state.consumer = consumer
             task = asyncio.create_task(consumer.run(), name="edge-event-consumer")

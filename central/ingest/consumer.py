@@ -71,6 +71,7 @@ class EventConsumer:
         clock: Callable[[], datetime] = _now,
         max_burst: int = MAX_BURST,
         policy: IngestPolicy = DEFAULT_POLICY,
+        group: str = "",
     ) -> None:
         if max_burst < 1:
             raise ValueError(
@@ -84,6 +85,7 @@ class EventConsumer:
         self.clock = clock
         self.max_burst = max_burst
         self.policy = policy
+        self.group = group  # an MQTT 5 shared-subscription group: several centrals split traffic
         self.connected = asyncio.Event()
         self.processed = 0
         self.telemetry_batches = 0
@@ -97,16 +99,12 @@ class EventConsumer:
                 async with aiomqtt.Client(
                     **client_kwargs(self.broker),  # type: ignore[arg-type]
                     identifier=self.client_id,
-                    clean_session=False,  # events published while we are down wait for us
+                    **self._session(),
                 ) as client:
-                    await client.subscribe(self.topics.all_events(), qos=1)
-                    await client.subscribe(self.topics.all_telemetry(), qos=1)
-                    log.info(
-                        "central consuming %s and %s on %s",
-                        self.topics.all_events(),
-                        self.topics.all_telemetry(),
-                        self.broker,
-                    )
+                    events, telemetry = self._filters()
+                    await client.subscribe(events, qos=1)
+                    await client.subscribe(telemetry, qos=1)
+                    log.info("central consuming %s and %s on %s", events, telemetry, self.broker)
                     # A burst's acks are published together (see handle_telemetry).
                     client.pending_calls_threshold = self.max_burst + 10
                     self.connected.set()
@@ -124,6 +122,27 @@ class EventConsumer:
                     log.warning("broker %s unreachable (%s); retrying", self.broker, exc)
                     failing = True
                 await asyncio.sleep(backoff.next_delay())
+
+    def _filters(self) -> tuple[str, str]:
+        """The site wildcards; in a group, as MQTT 5 shared subscriptions, so each message goes
+        to one of the group's central processes."""
+        events, telemetry = self.topics.all_events(), self.topics.all_telemetry()
+        if self.group:
+            return f"$share/{self.group}/{events}", f"$share/{self.group}/{telemetry}"
+        return events, telemetry
+
+    def _session(self) -> dict[str, object]:
+        if not self.group:  # one central: its own persistent session keeps what came meanwhile
+            return {"clean_session": False}
+        # Several centrals split the traffic (MQTT 5). A process that dies ends its session at
+        # once, so nothing waits for it: what it had not acknowledged comes back from the edge,
+        # whose outbox resends until central's ack, to another process of the group.
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0
+        return {"protocol": aiomqtt.ProtocolVersion.V5, "clean_start": True, "properties": props}
 
     async def _queued(self, client: aiomqtt.Client, size: int) -> list[tuple[str, bytes]]:
         """The messages already waiting on the client, up to the burst caps, without waiting for
