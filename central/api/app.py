@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from sqlalchemy import Engine as SaEngine
 from sqlalchemy.exc import SQLAlchemyError
 
 from central.api import errors
@@ -64,6 +65,21 @@ def _purge(app: FastAPI) -> None:
         n = purge_expired(session, datetime.now(UTC) - KEEP_FOR)
     if n:
         log.info("forgot %d idempotency key(s) older than %s", n, KEEP_FOR)
+
+
+async def _connections_returned(engine: SaEngine, within: float = 10.0) -> None:
+    """Cancelling a background task does not stop the thread it was waiting on: let such threads
+    finish their transaction and return their connection before the pool is closed, so none is
+    left open behind it."""
+    pool = engine.pool
+    checked_out = getattr(pool, "checkedout", None)
+    if checked_out is None:
+        return
+    for _ in range(int(within / 0.02)):
+        if checked_out() == 0:
+            return
+        await asyncio.sleep(0.02)
+    log.warning("%d database connection(s) still in use at shutdown", checked_out())
 
 
 def _engine(settings: Settings) -> Engine | None:
@@ -138,6 +154,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             await asyncio.to_thread(live_rules.close)
+            await _connections_returned(engine)
             engine.dispose()
 
     app = FastAPI(

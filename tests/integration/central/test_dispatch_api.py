@@ -6,10 +6,12 @@ delivered (and retried) to a real HTTP receiver."""
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,6 +63,13 @@ def _start(settings: Settings) -> Iterator[TestClient]:
         r = c.put("/sites/plant-1", json=SITE, headers=c.people["admin"])  # type: ignore[attr-defined]
         assert r.status_code == 200, r.text
         yield c
+    # Shutdown waits for the background threads to give their connections back before the pool
+    # closes (central/api/app.py): none may be left open to be found by the garbage collector.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    leaked = [w for w in caught if "deleted while still open" in str(w.message)]
+    assert leaked == [], [str(w.message) for w in leaked]
 
 
 @pytest.fixture
@@ -753,65 +762,71 @@ def receiver() -> Iterator[Receiver]:
         r.close()
 
 
-def _webhook_stack(db_url: str, receiver: Receiver) -> Iterator[TestClient]:
-    return _start(_settings(db_url, notify_webhooks=[{"url": receiver.url, "secret": "s3cret"}]))
+@pytest.fixture
+def hooked(db_url: str, receiver: Receiver) -> Iterator[TestClient]:
+    """Central telling the receiver of every notification, signed with s3cret."""
+    yield from _start(
+        _settings(db_url, notify_webhooks=[{"url": receiver.url, "secret": "s3cret"}])
+    )
 
 
-def test_an_offer_reaches_a_signed_webhook(db_url: str, receiver: Receiver) -> None:
-    for c in _webhook_stack(db_url, receiver):
-        put_engineer(c, "eng.li", engineer("Li Wei", 1.0))
-        tid = report(c)
-        (offer,) = c.get("/me/notifications", headers=h(c, "eng.li")).json()
-        _wait(lambda: receiver.requests, 10, "the webhook delivery")
-        nid = offer["id"]
-        _wait(lambda c=c, nid=nid: _row(c, nid).delivered_at is not None, 5, "delivered_at")
+def test_an_offer_reaches_a_signed_webhook(hooked: TestClient, receiver: Receiver) -> None:
+    c = hooked
+    put_engineer(c, "eng.li", engineer("Li Wei", 1.0))
+    tid = report(c)
+    (offer,) = c.get("/me/notifications", headers=h(c, "eng.li")).json()
+    _wait(lambda: receiver.requests, 10, "the webhook delivery")
+    _wait(lambda: _row(c, offer["id"]).delivered_at is not None, 5, "delivered_at")
 
-        (at, headers, body), *more = receiver.requests
-        assert more == []  # delivered once
-        assert headers["FieldLoop-Delivery"] == str(offer["id"])
-        assert headers["Content-Type"] == "application/json"
-        message = json.loads(body)
-        assert (message["id"], message["kind"], message["recipient"], message["ticket"]) == (
-            offer["id"], "offer", "eng.li", tid,
-        )  # fmt: skip
-        assert message["payload"] == offer["payload"]
-        signed = f"{offer['id']}.".encode() + body
-        t = verify(headers[HEADER], signed, ["s3cret"], now=at)
-        assert abs(t - at) <= 5
-        with pytest.raises(SignatureRejected, match="mismatch"):
-            verify(headers[HEADER], signed, ["another secret"], now=at)
-        with pytest.raises(SignatureRejected, match="mismatch"):
-            verify(headers[HEADER], body, ["s3cret"], now=at)  # the id is part of what is signed
-        with pytest.raises(SignatureRejected, match="outside the replay window"):
-            verify(headers[HEADER], signed, ["s3cret"], now=at + 3600)
-        row = _row(c, offer["id"])
-        assert (row.attempts, row.last_error) == (1, None)
+    (at, headers, body), *more = receiver.requests
+    assert more == []  # delivered once
+    assert headers["FieldLoop-Delivery"] == str(offer["id"])
+    assert headers["Content-Type"] == "application/json"
+    message = json.loads(body)
+    assert (message["id"], message["kind"], message["recipient"], message["ticket"]) == (
+        offer["id"], "offer", "eng.li", tid,
+    )  # fmt: skip
+    assert message["payload"] == offer["payload"]
+    signed = f"{offer['id']}.".encode() + body
+    t = verify(headers[HEADER], signed, ["s3cret"], now=at)
+    assert abs(t - at) <= 5
+    with pytest.raises(SignatureRejected, match="mismatch"):
+        verify(headers[HEADER], signed, ["another secret"], now=at)
+    with pytest.raises(SignatureRejected, match="mismatch"):
+        verify(headers[HEADER], body, ["s3cret"], now=at)  # the id is part of what is signed
+    with pytest.raises(SignatureRejected, match="outside the replay window"):
+        verify(headers[HEADER], signed, ["s3cret"], now=at + 3600)
+    row = _row(c, offer["id"])
+    assert (row.attempts, row.last_error) == (1, None)
 
 
-def test_a_failing_webhook_is_retried_until_delivered(db_url: str, receiver: Receiver) -> None:
+@pytest.fixture
+def failing_receiver(receiver: Receiver) -> Receiver:
     receiver.statuses = [500, 500]  # the first two attempts fail
-    for c in _webhook_stack(db_url, receiver):
-        put_engineer(c, "eng.li", engineer("Li Wei", 1.0))
-        report(c)
-        (offer,) = c.get("/me/notifications", headers=h(c, "eng.li")).json()
-        nid = offer["id"]
+    return receiver
 
-        failed = _wait(
-            lambda c=c, nid=nid: (r := _row(c, nid)).last_error and r, 10, "a failed attempt"
-        )
-        assert failed.delivered_at is None and failed.attempts >= 1
-        assert "500" in failed.last_error
-        done = _wait(
-            lambda c=c, nid=nid: (r := _row(c, nid)).delivered_at and r, 20, "the retried delivery"
-        )
-        assert done.attempts == 3 and "500" in (done.last_error or "")
-        assert len(receiver.requests) == 3
-        times = [at for at, _, _ in receiver.requests]
-        assert times[1] - times[0] >= 0.9 and times[2] - times[1] >= 1.9  # 1 s, then 2 s
-        bodies = {body for _, _, body in receiver.requests}
-        assert len(bodies) == 1  # the same message each time
-        for at, headers, body in receiver.requests:
-            assert headers["FieldLoop-Delivery"] == str(nid)
-            verify(headers[HEADER], f"{nid}.".encode() + body, ["s3cret"], now=at)
-        time.sleep(1.5)
-        assert len(receiver.requests) == 3  # delivered: not sent again
+
+def test_a_failing_webhook_is_retried_until_delivered(
+    failing_receiver: Receiver, hooked: TestClient
+) -> None:
+    c, receiver = hooked, failing_receiver
+    put_engineer(c, "eng.li", engineer("Li Wei", 1.0))
+    report(c)
+    (offer,) = c.get("/me/notifications", headers=h(c, "eng.li")).json()
+    nid = offer["id"]
+
+    failed = _wait(lambda: (r := _row(c, nid)).last_error and r, 10, "a failed attempt")
+    assert failed.delivered_at is None and failed.attempts >= 1
+    assert "500" in failed.last_error
+    done = _wait(lambda: (r := _row(c, nid)).delivered_at and r, 20, "the retried delivery")
+    assert done.attempts == 3 and "500" in (done.last_error or "")
+    assert len(receiver.requests) == 3
+    times = [at for at, _, _ in receiver.requests]
+    assert times[1] - times[0] >= 0.9 and times[2] - times[1] >= 1.9  # 1 s, then 2 s
+    bodies = {body for _, _, body in receiver.requests}
+    assert len(bodies) == 1  # the same message each time
+    for at, headers, body in receiver.requests:
+        assert headers["FieldLoop-Delivery"] == str(nid)
+        verify(headers[HEADER], f"{nid}.".encode() + body, ["s3cret"], now=at)
+    time.sleep(1.5)
+    assert len(receiver.requests) == 3  # delivered: not sent again
