@@ -255,7 +255,10 @@ def test_transfers_are_counted_and_send_the_job_back(client: TestClient) -> None
     ok(post(client, f"/tickets/{tid}/transfer", "sup.wang", {"department": "hvac", "reason": "no"}))
     t = ok(client.get(f"/tickets/{tid}", headers=as_(client, "sup.wang")))
     assert t["transfers"] == 2
-    assert t["history"][-1]["data"]["from_department"] == "electrical"
+    transfers = [e for e in t["history"] if e["action"] == "transfer"]
+    assert transfers[-1]["data"]["from_department"] == "electrical"
+    # the second bounce trips the hand-off circuit breaker (sla.yaml handoffs.max_bounces)
+    assert [e["action"] for e in t["history"]].count("circuit_breaker") == 1
     r = post(client, f"/tickets/{tid}/transfer", "disp.zhao", {"department": "x"})
     assert r.status_code == 422
 
