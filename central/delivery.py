@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,23 +152,44 @@ class NotificationSender:
                 await asyncio.sleep(self.every)
 
 
-class OfferSweeper:
+class Sweeps:
+    """A loop whose sweeps run in a worker thread. Cancelling the loop's task does not stop a
+    sweep already running in its thread, so ``stop`` tells it to stop between transactions and
+    waits for it: nothing touches the database after the process has closed its pool."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self._sweeping = threading.Lock()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self._sweeping:  # a sweep in progress ends at its next transaction boundary
+            pass
+
+
+class OfferSweeper(Sweeps):
     """Lapses offers past their time and sends each job on (or to the dispatcher)."""
 
     def __init__(
         self, sessions: sessionmaker[Session], rules: LiveRules, every: float = 1.0
     ) -> None:
+        super().__init__()
         self.sessions = sessions
         self.rules = rules
         self.every = every
         self.lapsed = 0
 
     def sweep(self, now: datetime | None = None) -> int:
-        now = now or _now()
+        with self._sweeping:
+            return 0 if self.stopping.is_set() else self._sweep(now or _now())
+
+    def _sweep(self, now: datetime) -> int:
         with self.sessions() as s, s.begin():
             due = dispatching.tickets_with_lapsed_offers(s, now)
         n = 0
         for tid in due:  # one transaction per ticket: one bad ticket does not stop the rest
+            if self.stopping.is_set():
+                break
             try:
                 with self.sessions() as s, s.begin():
                     n += dispatching.lapse_due(s, tid, self.rules.current, now)

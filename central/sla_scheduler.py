@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from central.delivery import Sweeps
 from central.services import notifications, sla
 from central.services.live_rules import LiveRules
 from fieldloop.rules.policies import Handoffs
@@ -22,7 +23,7 @@ from fieldloop.rules.policies import Handoffs
 log = logging.getLogger("fieldloop.central.sla")
 
 
-class SlaScheduler:
+class SlaScheduler(Sweeps):
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -33,6 +34,7 @@ class SlaScheduler:
         who: str = sla.WHO,
         batch: int = 25,
     ) -> None:
+        super().__init__()
         self.batch = batch
         self.sessions = sessions
         self.rules = rules
@@ -42,7 +44,11 @@ class SlaScheduler:
         self.fired = 0
 
     def sweep(self, now: datetime | None = None, limit: int = 500) -> int:
-        """One pass: every ticket with a timer due, each in its own transaction."""
+        """One pass: every ticket with a timer due, in batches of tickets per transaction."""
+        with self._sweeping:
+            return 0 if self.stopping.is_set() else self._sweep(now, limit)
+
+    def _sweep(self, now: datetime | None, limit: int) -> int:
         with self.sessions() as s, s.begin():
             at = now or sla.db_now(s, datetime.now(UTC))
             due = sla.due_tickets(s, at, limit)
@@ -50,6 +56,8 @@ class SlaScheduler:
         # several tickets per transaction (one commit, one flush of the log's hash chains); a
         # batch that fails is retried one ticket at a time, so one bad ticket delays no other
         for i in range(0, len(due), self.batch):
+            if self.stopping.is_set():
+                break
             chunk = due[i : i + self.batch]
             try:
                 n += self._fire(chunk, now)
@@ -73,6 +81,10 @@ class SlaScheduler:
     def check_rates(self, now: datetime | None = None) -> list[str]:
         """A stage overdue too often over the window alerts the named role, once per stage
         and day (the alert's key is claimed in the database, so once across processes)."""
+        with self._sweeping:
+            return [] if self.stopping.is_set() else self._check_rates(now)
+
+    def _check_rates(self, now: datetime | None) -> list[str]:
         h = self.handoffs()
         raised = []
         with self.sessions() as s, s.begin():

@@ -153,6 +153,8 @@ def create_app(
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            for sweeps in (sweeper, scheduler):  # their threads may still be mid-sweep
+                await asyncio.to_thread(sweeps.stop)
             await asyncio.to_thread(live_rules.close)
             await _connections_returned(engine)
             engine.dispose()

@@ -90,6 +90,9 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+MIGRATION_LOCK = 0x46_4C_4D_49  # "FLMI": the advisory lock key of schema migrations
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` with Alembic (run at start and by the tests)."""
     from alembic import command
@@ -98,5 +101,9 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # several central processes starting at once: one migrates, the others wait for it
+            # and then find nothing to do (the lock ends with this transaction)
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

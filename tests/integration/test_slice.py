@@ -83,14 +83,20 @@ async def test_register_crossing_becomes_a_closed_ticket(
         assert closed["closed_at"] is not None
 
         detail = await stack.ticket(tid)
-        assert [h["action"] for h in detail["history"]] == [
-            "created", "classified", "dispatch", "accept", "fault_cleared", "depart", "arrive",
-            "start", "complete", "close",
+        # the SLA policy pinned, and (no engineer has a dispatch profile here) the dispatcher's
+        # queue, before the dispatcher sent it by hand
+        assert [h["action"] for h in detail["history"]][:4] == [
+            "created", "sla_attached", "classified", "dispatcher_queue",
         ]  # fmt: skip
-        assert [h["actor"] for h in detail["history"]][5:] == [
+        steps = detail["history"][4:]
+        assert [h["action"] for h in steps] == [
+            "dispatch", "accept", "fault_cleared", "depart", "arrive", "start", "complete",
+            "close",
+        ]  # fmt: skip
+        assert [h["actor"] for h in steps][3:] == [
             "eng.li", "eng.li", "eng.li", "eng.li", "sup.wang",
         ]  # fmt: skip
-        assert detail["history"][6]["data"]["gps"] == {
+        assert steps[4]["data"]["gps"] == {
             "lat": 31.23, "lon": 121.47, "accuracy_m": None,
         }  # fmt: skip
 

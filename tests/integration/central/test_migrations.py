@@ -82,3 +82,36 @@ def test_0003_anchors_the_history_written_before_it(db_url: str) -> None:
         assert [tuple(r) for r in rows] == [(1, 3, "hash-3"), (2, 0, None)]
     finally:
         engine.dispose()
+
+
+def test_three_processes_starting_at_once_migrate_once(pg_url: str) -> None:
+    """Central processes started together each run the migrations at start: on PostgreSQL an
+    advisory lock lets one migrate while the others wait, then find nothing left to do."""
+    import threading
+
+    from sqlalchemy import text
+
+    engines = [make_engine(pg_url) for _ in range(3)]
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def start(engine: object) -> None:
+        barrier.wait()
+        try:
+            migrate(engine)  # type: ignore[arg-type]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    try:
+        assert errors == []
+        with engines[0].connect() as conn:
+            heads = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        assert len(heads) == 1
+    finally:
+        for e in engines:
+            e.dispose()
