@@ -38,7 +38,9 @@ async def test_three_centrals_split_the_traffic_and_survive_a_kill(
     ports = [free_port() for _ in range(3)]
     site = load_site(write_site(tmp_path, port=sim_port, poll_interval=0.05))
     rules = load_detection(write_rules(tmp_path, hold="0.2s"))
-    migrate(make_engine(pg_url))  # once, before three processes race to it
+    setup = make_engine(pg_url)
+    migrate(setup)  # once, before the processes start (they would also take turns at it)
+    setup.dispose()
     procs = []
     for i, port in enumerate(ports):
         env = {
