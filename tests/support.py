@@ -120,6 +120,21 @@ async def eventually(
         await asyncio.sleep(0.05)
 
 
+async def central_up(port: int, *, within: float = 60.0) -> None:
+    """Wait until a central process on ``port`` answers /healthz."""
+    import httpx
+
+    async def healthy() -> bool:
+        try:
+            async with httpx.AsyncClient() as c:
+                r = await c.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                return r.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    await eventually(healthy, within=within, what=f"central on port {port} to answer /healthz")
+
+
 class Stack:
     """Simulator -> edge agent -> broker -> central, all in this process, on ports of its own."""
 

@@ -8,11 +8,10 @@ import contextlib
 import signal
 from pathlib import Path
 
-import httpx
 import pytest
 from conftest import free_port
 from sqlalchemy import select
-from support import eventually, spawn_fieldloop, write_rules, write_site
+from support import central_up, eventually, spawn_fieldloop, write_rules, write_site
 
 from central.storage.db import make_engine
 from central.storage.models import EdgeEvent, Ticket
@@ -43,16 +42,7 @@ async def test_events_survive_a_killed_central_exactly_once(
 
     async def start_central(log: str) -> object:
         proc = spawn_fieldloop(central_args, tmp_path / log, env)
-
-        async def healthy() -> bool:
-            try:
-                async with httpx.AsyncClient() as c:
-                    r = await c.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1)
-                    return r.status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await eventually(healthy, within=30, what="central to answer /healthz")
+        await central_up(http_port, within=30)
         return proc
 
     device = SimulatedDevice(site.profiles["chiller"], chiller_normal())

@@ -10,11 +10,10 @@ import contextlib
 import signal
 from pathlib import Path
 
-import httpx
 import pytest
 from conftest import free_port
 from sqlalchemy import select
-from support import eventually, spawn_fieldloop, write_rules, write_site
+from support import central_up, eventually, spawn_fieldloop, write_rules, write_site
 
 from central.storage.db import make_engine, migrate
 from central.storage.models import EdgeEvent, Ticket
@@ -53,16 +52,7 @@ async def test_three_centrals_split_the_traffic_and_survive_a_kill(
         procs.append(spawn_fieldloop(args, tmp_path / f"central{i}.log", env))
     try:
         for port in ports:
-
-            async def healthy(p: int = port) -> bool:
-                try:
-                    async with httpx.AsyncClient() as c:
-                        r = await c.get(f"http://127.0.0.1:{p}/healthz", timeout=1)
-                        return r.status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            await eventually(healthy, within=60, what=f"central on port {port}")
+            await central_up(port)
         await asyncio.sleep(1.0)  # every process subscribed before the first event
         device = SimulatedDevice(site.profiles["chiller"], chiller_normal())
         async with ModbusSimulator([device], "127.0.0.1", sim_port):

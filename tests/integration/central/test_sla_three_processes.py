@@ -10,11 +10,10 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from conftest import free_port
 from sqlalchemy import func, select
-from support import eventually, spawn_fieldloop
+from support import central_up, eventually, spawn_fieldloop
 
 from central.domain.intake import TicketRequest
 from central.services.intake import create_ticket
@@ -74,16 +73,7 @@ async def test_three_centrals_fire_each_timer_once_with_one_killed(
     ]  # fmt: skip
     try:
         for p in ports:
-
-            async def healthy(port: int = p) -> bool:
-                try:
-                    async with httpx.AsyncClient() as c:
-                        r = await c.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                        return r.status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            await eventually(healthy, within=60, what=f"central on port {p}")
+            await central_up(p)
 
         def open_one(i: int) -> None:
             req = TicketRequest(
