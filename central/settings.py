@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from fieldloop.profiles import default_profiles_dir
 from fieldloop.rules.policies import check_zone
 
 
@@ -91,7 +92,14 @@ class Settings(BaseSettings):
     def _no_rules(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v  # empty: run without rules
 
-    @field_validator("iot_reopen_window", mode="before")
+    @field_validator(
+        "iot_reopen_window",
+        "telemetry_max_future",
+        "telemetry_max_age",
+        "telemetry_retention",
+        "telemetry_compress_after",
+        mode="before",
+    )
     @classmethod
     def _seconds(cls, v: object) -> object:
         if isinstance(v, str) and v.strip().replace(".", "", 1).isdigit():
@@ -115,6 +123,44 @@ class Settings(BaseSettings):
     sla_sweep_every: float = Field(
         1.0, gt=0, le=60, description="seconds between sweeps for due SLA warnings/escalations"
     )
+
+    profiles_dir: Path | None = Field(
+        default_factory=default_profiles_dir,
+        description="the device profiles (the edge's device_profiles/): a reading of a metric "
+        "its device's profile does not have is quarantined; empty: metrics are not checked",
+    )
+    telemetry_max_future: timedelta = Field(
+        timedelta(minutes=10),
+        description="a reading timed further ahead of central's clock is quarantined "
+        "(seconds or ISO 8601)",
+    )
+    telemetry_max_age: timedelta = Field(
+        timedelta(days=30),
+        description="a reading older than this on arrival is quarantined: longer than any edge "
+        "outbox keeps it (seconds or ISO 8601)",
+    )
+    telemetry_retention: timedelta = Field(
+        timedelta(days=400),
+        description="readings are kept this long (TimescaleDB: a retention policy; PostgreSQL: "
+        "whole daily partitions dropped; SQLite: rows deleted)",
+    )
+    telemetry_compress_after: timedelta = Field(
+        timedelta(days=7), description="TimescaleDB: chunks older than this are compressed"
+    )
+
+    @field_validator("profiles_dir", mode="before")
+    @classmethod
+    def _no_profiles(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @model_validator(mode="after")
+    def _late_within_kept(self) -> Self:
+        if self.telemetry_max_age > self.telemetry_retention:
+            raise ValueError(
+                "FIELDLOOP_TELEMETRY_MAX_AGE must not exceed FIELDLOOP_TELEMETRY_RETENTION "
+                "(a reading accepted late would land in a day already dropped)"
+            )
+        return self
 
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest JSON or form body")
     max_upload_bytes: int = Field(

@@ -103,6 +103,7 @@ class EdgeAgent:
         self.latest: dict[str, dict[str, float]] = defaultdict(dict)
         self._samples: dict[str, list[Reading]] = defaultdict(list)
         self._asset = {d.id: d.asset for d in devices}
+        self._profile = {d.id: d.profile for d in devices}  # sent with telemetry: its metrics
         self._location = {d.id: d.location or site.spec.location for d in devices}
         self.uplink = Uplink(
             site.id,
@@ -290,7 +291,7 @@ class EdgeAgent:
             taken = {d: self._samples.pop(d) for d in devices if d in self._samples}
         batches = [(dev, self._asset[dev], items) for dev, items in taken.items() if items]
         if batches:
-            self.outbox.append_telemetry(self.site.id, batches)
+            self.outbox.append_telemetry(self.site.id, batches, self._profile)
             self.uplink.notify()
 
     # -- status -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,14 @@ from typing import Any, Literal, NamedTuple
 
 from edge_agent.detectors import Detection
 from fieldloop.ids import new_id
-from fieldloop.messages import OPENING_KINDS, Event, EventKind, SampleLike, encode_telemetry
+from fieldloop.messages import (
+    MAX_SAMPLES,
+    OPENING_KINDS,
+    Event,
+    EventKind,
+    SampleLike,
+    encode_telemetry,
+)
 
 Stream = Literal["event", "telemetry"]
 SCHEMA_VERSION = 2
@@ -239,19 +246,23 @@ class Outbox:
         return event
 
     def append_telemetry(
-        self, site: str, batches: Iterable[tuple[str, str, Sequence[SampleLike]]]
+        self,
+        site: str,
+        batches: Iterable[tuple[str, str, Sequence[SampleLike]]],
+        profiles: Mapping[str, str] | None = None,
     ) -> list[StoredBatch]:
         """Store one telemetry batch per (device, asset, samples), all in one transaction (one
-        fsync per flush, not per device). Drops the oldest telemetry when full, counting it."""
+        fsync per flush, not per device); a device's samples beyond ``MAX_SAMPLES`` go in more
+        batches (central refuses a larger one). ``profiles`` names each device's profile, so
+        central can check the metrics. Drops the oldest telemetry when full, counting it."""
         stored: list[StoredBatch] = []
+        profiles = profiles or {}
         with self._tx() as db:
-            for device, asset, samples in batches:
-                if not samples:
-                    continue
+            for device, asset, samples in _split(batches):
                 batch = StoredBatch(new_id(), device, self._next_seq(db, device, "telemetry"))
                 payload = encode_telemetry(
                     id=batch.id, site=site, device=device, asset=asset, seq=batch.seq,
-                    samples=samples,
+                    samples=samples, profile=profiles.get(device),
                 )  # fmt: skip
                 if not self._make_room(db, len(payload), allow_fail=True):
                     self._count(db, "dropped_telemetry_batches", 1)
@@ -354,3 +365,11 @@ class Outbox:
     def load_detector_state(self) -> dict[str, Any] | None:
         row = self._db.execute("SELECT state FROM detector_state WHERE id = 1").fetchone()
         return json.loads(row[0]) if row else None
+
+
+def _split(
+    batches: Iterable[tuple[str, str, Sequence[SampleLike]]],
+) -> Iterator[tuple[str, str, Sequence[SampleLike]]]:
+    for device, asset, samples in batches:
+        for start in range(0, len(samples), MAX_SAMPLES):
+            yield device, asset, samples[start : start + MAX_SAMPLES]

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -99,6 +99,10 @@ class Event(_Message):
         return self.model_dump_json(by_alias=True).encode()
 
 
+#: The most samples in one batch: the edge splits larger flushes (a 4 MB MQTT packet holds this).
+MAX_SAMPLES = 10_000
+
+
 class Sample(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -113,12 +117,28 @@ class TelemetryBatch(_Message):
 
     schema_: Literal["fieldloop.telemetry/1"] = Field("fieldloop.telemetry/1", alias="schema")
     rule_id: Name | None = None
-    samples: list[Sample] = Field(max_length=10_000)
+    profile: Name | None = Field(None, description="the device's profile: its metrics")
+    samples: list[Sample] = Field(max_length=MAX_SAMPLES)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()
+
+
+class ReceivedTelemetry(_Message):
+    """A telemetry batch as central takes it: the header as strict as ``TelemetryBatch``, the
+    samples left as decoded, so central screens them one by one and quarantines a bad reading
+    (NaN, a reset clock) without refusing the good readings beside it."""
+
+    schema_: Literal["fieldloop.telemetry/1"] = Field("fieldloop.telemetry/1", alias="schema")
+    rule_id: Name | None = None
+    profile: Name | None = None
+    samples: list[Any] = Field(max_length=MAX_SAMPLES)
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=True
+    )
 
 
 class SampleLike(Protocol):
@@ -139,7 +159,14 @@ _QUOTED_METRICS: dict[str, str] = {}
 
 
 def encode_telemetry(
-    *, id: str, site: str, device: str, asset: str, seq: int, samples: Iterable[SampleLike]
+    *,
+    id: str,
+    site: str,
+    device: str,
+    asset: str,
+    seq: int,
+    samples: Iterable[SampleLike],
+    profile: str | None = None,
 ) -> bytes:
     """The JSON of ``TelemetryBatch(...).to_json()`` written directly, without building a model
     per sample: the edge's hot path (tens of thousands of samples a second on a gateway) calls
@@ -176,7 +203,8 @@ def encode_telemetry(
             ("seq", seq),
         )
     )
-    return f'{{{head},"rule_id":null,"samples":[{",".join(parts)}]}}'.encode()
+    tail = f'"rule_id":null,"profile":{dumps(profile, ensure_ascii=False)}'
+    return f'{{{head},{tail},"samples":[{",".join(parts)}]}}'.encode()
 
 
 class AckResult(StrEnum):

@@ -28,17 +28,22 @@ from central.api.routes import (
     report_form,
     rules,
     sla,
+    telemetry,
     tickets,
     webhooks,
 )
 from central.delivery import NotificationSender, OfferSweeper, Webhook
+from central.domain.quarantine import Limits
 from central.ingest.consumer import EventConsumer
 from central.ingest.events import IngestOutcome, IngestPolicy
+from central.ingest.telemetry import Screening
 from central.services.idempotency import KEEP_FOR, purge_expired
 from central.services.live_rules import Engine, LiveRules
 from central.settings import Settings
 from central.sla_scheduler import SlaScheduler
 from central.storage.db import make_engine, migrate, session_factory
+from central.telemetry.profiles import ProfileMetrics
+from central.telemetry.store import Retention, store_for
 from fieldloop import __version__
 from fieldloop.brokers import parse_broker_url
 from fieldloop.messages import Event
@@ -51,7 +56,8 @@ HOUSEKEEPING_EVERY = 600.0  # seconds
 
 
 async def _housekeeping(app: FastAPI) -> None:
-    """Forget idempotency keys after a day (a retry after that is a new request)."""
+    """Forget idempotency keys after a day (a retry after that is a new request); the telemetry
+    store's partitions ahead and retention."""
     while True:
         try:
             await asyncio.to_thread(_purge, app)
@@ -61,10 +67,15 @@ async def _housekeeping(app: FastAPI) -> None:
 
 
 def _purge(app: FastAPI) -> None:
+    now = datetime.now(UTC)
     with app.state.sessions() as session, session.begin():
-        n = purge_expired(session, datetime.now(UTC) - KEEP_FOR)
+        n = purge_expired(session, now - KEEP_FOR)
     if n:
         log.info("forgot %d idempotency key(s) older than %s", n, KEEP_FOR)
+    with app.state.engine.begin() as conn:
+        done = app.state.telemetry.maintain(conn, now)
+    if done:
+        log.info("telemetry store: %s", done)
 
 
 async def _connections_returned(engine: SaEngine, within: float = 10.0) -> None:
@@ -103,6 +114,16 @@ def create_app(
         rules=live_rules,
     )
 
+    retention = Retention(
+        keep=settings.telemetry_retention,
+        compress_after=settings.telemetry_compress_after,
+        late=settings.telemetry_max_age,
+    )
+    screening = Screening(
+        Limits(settings.telemetry_max_future, settings.telemetry_max_age),
+        ProfileMetrics(settings.profiles_dir),
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.db_url)
@@ -110,6 +131,7 @@ def create_app(
             await asyncio.to_thread(migrate, engine)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        app.state.telemetry = await asyncio.to_thread(store_for, engine, retention)
         app.state.ingest_policy = policy
         app.state.live_rules = live_rules
         await asyncio.to_thread(live_rules.reload)  # a rejected set is logged, never fatal
@@ -125,6 +147,7 @@ def create_app(
                 on_outcome=on_outcome,
                 policy=policy,
                 group=settings.consumer_group,
+                screening=screening,
             )
             app.state.consumer = consumer
             task = asyncio.create_task(consumer.run(), name="edge-event-consumer")
@@ -169,7 +192,7 @@ def create_app(
     errors.install(app)
     for module in (
         tickets, attachments, follow, auth, edge, webhooks, report_form, rules, meta, board,
-        dispatch, sla,
+        dispatch, sla, telemetry,
     ):  # fmt: skip
         app.include_router(module.router)
     webhooks.configure(

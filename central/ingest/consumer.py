@@ -31,10 +31,10 @@ from central.ingest.events import (
     dead_letter,
     ingest,
 )
-from central.ingest.telemetry import store_batches
+from central.ingest.telemetry import DEFAULT_SCREENING, Screening, store_batches
 from fieldloop.backoff import Backoff
 from fieldloop.brokers import BrokerAddress, client_kwargs
-from fieldloop.messages import Ack, AckResult, Event, TelemetryBatch
+from fieldloop.messages import Ack, AckResult, Event, ReceivedTelemetry, TelemetryBatch
 from fieldloop.tasks import raise_if_cancelled
 from fieldloop.topics import Topics
 
@@ -72,6 +72,7 @@ class EventConsumer:
         max_burst: int = MAX_BURST,
         policy: IngestPolicy = DEFAULT_POLICY,
         group: str = "",
+        screening: Screening = DEFAULT_SCREENING,
     ) -> None:
         if max_burst < 1:
             raise ValueError(
@@ -86,6 +87,7 @@ class EventConsumer:
         self.max_burst = max_burst
         self.policy = policy
         self.group = group  # an MQTT 5 shared-subscription group: several centrals split traffic
+        self.screening = screening
         self.connected = asyncio.Event()
         self.processed = 0
         self.telemetry_batches = 0
@@ -187,10 +189,10 @@ class EventConsumer:
         self, client: aiomqtt.Client, messages: Sequence[tuple[str, bytes]]
     ) -> None:
         received = self.clock()
-        batches: list[TelemetryBatch] = []
+        batches: list[ReceivedTelemetry] = []
         for topic, payload in messages:
             site = self.topics.site_of(topic)
-            batch, reason = _parse_as(TelemetryBatch, site, payload)
+            batch, reason = _parse_as(ReceivedTelemetry, site, payload)
             if batch is None:
                 await self._reject(client, topic, site, payload, reason, received)
             else:
@@ -198,7 +200,9 @@ class EventConsumer:
         if not batches:
             return
         try:
-            results = await asyncio.to_thread(store_batches, self.sessions, batches, received)
+            results = await asyncio.to_thread(
+                store_batches, self.sessions, batches, received, self.screening
+            )
         except SQLAlchemyError as exc:
             # None of them acked: the edge resends them all, and the ids make that harmless.
             log.error(
@@ -264,11 +268,11 @@ class EventConsumer:
             await client.publish(self.topics.ack(site), ack.to_json(), qos=1)
 
 
-M = TypeVar("M", Event, TelemetryBatch)
+M = TypeVar("M", Event, ReceivedTelemetry)
 
 
 def ack_for(
-    message: Event | TelemetryBatch,
+    message: Event | TelemetryBatch | ReceivedTelemetry,
     result: AckResult,
     time: datetime,
     ticket_id: int | None = None,

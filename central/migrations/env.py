@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 
 from central.storage.db import make_engine
 from central.storage.models import Base
+from central.telemetry.layout import include_name
 
 config = context.config
 target_metadata = Base.metadata
@@ -20,6 +21,7 @@ def _migrate(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER much
+        include_name=include_name,  # the telemetry store's daily partitions
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -8,12 +8,14 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Column,
     Double,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -174,28 +176,50 @@ class TelemetryBatchRow(Base):
     site: Mapped[str] = mapped_column(String(128))
     device: Mapped[str] = mapped_column(String(128))
     asset: Mapped[str] = mapped_column(String(128))
+    profile: Mapped[str | None] = mapped_column(String(128))  # the device profile the edge named
     seq: Mapped[int]
     event_time: Mapped[datetime]
     received_at: Mapped[datetime]
-    samples: Mapped[int]
+    samples: Mapped[int]  # stored as good
+    quarantined: Mapped[int] = mapped_column(default=0, server_default=text("0"))
 
 
-class TelemetrySample(Base):
-    """Readings as the edge reported them (the telemetry store of the embedded default; the
-    production store with TimescaleDB and partitions is a later migration)."""
+#: The readings, one row each, as few bytes as possible: no id and no batch id (the inbox above
+#: holds those), so the table can be a TimescaleDB hypertable or time-partitioned and written
+#: with COPY. central.telemetry decides and creates the physical layout; this is its shape.
+TelemetrySample = Table(
+    "telemetry_samples",
+    Base.metadata,
+    Column("time", UTCDateTime(timezone=True), nullable=False),
+    Column("site", String(128), nullable=False),
+    Column("device", String(128), nullable=False),
+    Column("asset", String(128), nullable=False),
+    Column("metric", String(128), nullable=False),
+    Column("value", Double, nullable=False),
+    Column("quality", String(16), nullable=False),
+    Index("ix_telemetry_asset_metric_time", "asset", "metric", "time"),
+    Index("ix_telemetry_time_brin", "time", postgresql_using="brin"),
+)
 
-    __tablename__ = "telemetry_samples"
-    __table_args__ = (Index("ix_telemetry_asset_metric_time", "asset", "metric", "time"),)
+
+class TelemetryQuarantine(Base):
+    """Readings refused by the screening (central.domain.quarantine), each with its reason:
+    kept to be looked at and counted, never mixed with the good ones."""
+
+    __tablename__ = "telemetry_quarantine"
+    __table_args__ = (Index("ix_quarantine_received", "received_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    batch_id: Mapped[str] = mapped_column(ForeignKey("telemetry_batches.id"), index=True)
-    time: Mapped[datetime]
+    batch_id: Mapped[str] = mapped_column(String(64))
     site: Mapped[str] = mapped_column(String(128))
     device: Mapped[str] = mapped_column(String(128))
     asset: Mapped[str] = mapped_column(String(128))
-    metric: Mapped[str] = mapped_column(String(128))
-    value: Mapped[float] = mapped_column(Double)
-    quality: Mapped[str] = mapped_column(String(16))
+    metric: Mapped[str | None] = mapped_column(String(128))
+    time: Mapped[str] = mapped_column(String(64))  # as received
+    value: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
 
 
 class User(Base):

@@ -9,6 +9,7 @@ from sqlalchemy import inspect
 
 from central.storage.db import make_engine, migrate
 from central.storage.models import Base
+from central.telemetry.layout import include_name
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +19,8 @@ def test_migrated_schema_matches_models(db_url: str) -> None:
     try:
         migrate(engine)
         with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            context = MigrationContext.configure(conn, opts={"include_name": include_name})
+            diff = compare_metadata(context, Base.metadata)
         assert diff == []
         migrate(engine)  # running it again is a no-op, as at every start
     finally:

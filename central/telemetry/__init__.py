@@ -1,0 +1,1 @@
+"""The telemetry store: readings, their layout on each database, queries over them."""
