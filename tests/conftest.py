@@ -93,6 +93,39 @@ def pg_url(postgres: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def timescale_url() -> Iterator[str]:
+    """A fresh database on a PostgreSQL server with TimescaleDB preloaded, named by
+    FIELDLOOP_TEST_TIMESCALE_URL (SQLAlchemy URL of any database there). CI has no TimescaleDB
+    (Debian does not package it), so these tests alone skip when it is unset."""
+    base = os.environ.get("FIELDLOOP_TEST_TIMESCALE_URL")
+    if not base:
+        pytest.skip("FIELDLOOP_TEST_TIMESCALE_URL is not set (no TimescaleDB server)")
+    from sqlalchemy.engine import make_url
+
+    url = make_url(base)
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"fl_ts_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "timescaledb"])
+def any_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The telemetry store's three layouts: SQLite, PostgreSQL partitions, TimescaleDB (which
+    skips unless FIELDLOOP_TEST_TIMESCALE_URL is set)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'central.db'}"
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return request.getfixturevalue("timescale_url")
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'central.db'}"
 

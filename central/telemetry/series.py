@@ -91,7 +91,7 @@ def _postgres(
     if source == "telemetry_samples":
         t, total, n, low, high = "time", "sum(value)", "count(*)", "min(value)", "max(value)"
     else:
-        t, total, n, low, high = "bucket", "sum(total)", "sum(n)", "min(low)", "max(high)"
+        t, total, n, low, high = "bucket", "sum(total)", "sum(n)::bigint", "min(low)", "max(high)"
     where = f"asset = :asset AND {t} >= :start AND {t} < :end"
     if metrics:
         where += " AND metric IN :metrics"
@@ -143,7 +143,7 @@ def _group(rows: Sequence[tuple[datetime, str, float, int, float, float]]) -> li
     for b, metric, total, n, low, high in rows:
         if not out or out[-1].metric != metric:
             out.append(Series(metric))
-        out[-1].points.append(Point(b.astimezone(UTC), total / n, low, high, int(n)))
+        out[-1].points.append(Point(b.astimezone(UTC), float(total) / int(n), low, high, int(n)))
     return out
 
 

@@ -168,7 +168,11 @@ def _timescale_policies(conn: Connection, r: Retention) -> None:
     conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({POLICY_LOCK})")
 
     def interval(d: timedelta) -> str:
-        return f"{int(d.total_seconds())} seconds"
+        return (
+            f"{d.days} days"
+            if d % timedelta(days=1) == timedelta(0)
+            else (f"{int(d.total_seconds())} seconds")
+        )
 
     for remove, add in (
         (

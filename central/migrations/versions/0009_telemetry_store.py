@@ -77,11 +77,6 @@ def _timescale(conn: sa.Connection) -> bool:
 def upgrade() -> None:
     conn = op.get_bind()
     pg = conn.dialect.name == "postgresql"
-    with op.batch_alter_table("telemetry_batches") as batch:
-        batch.add_column(sa.Column("profile", sa.String(length=128), nullable=True))
-        batch.add_column(
-            sa.Column("quarantined", sa.Integer(), nullable=False, server_default=sa.text("0"))
-        )
     op.create_table(
         "telemetry_quarantine",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -127,6 +122,12 @@ def upgrade() -> None:
         f"INSERT INTO telemetry_samples ({_COLUMNS}) SELECT {_COLUMNS} FROM telemetry_samples_0002"
     )
     op.drop_table("telemetry_samples_0002")
+    # After the old table (its foreign key) is gone: SQLite rebuilds the table to alter it.
+    with op.batch_alter_table("telemetry_batches") as batch:
+        batch.add_column(sa.Column("profile", sa.String(length=128), nullable=True))
+        batch.add_column(
+            sa.Column("quarantined", sa.Integer(), nullable=False, server_default=sa.text("0"))
+        )
     if hypertable:
         _make_aggregates()
 
@@ -172,6 +173,9 @@ def downgrade() -> None:
         op.execute("DROP TABLE telemetry_samples CASCADE")  # with its partitions
     else:
         op.drop_table("telemetry_samples")
+    with op.batch_alter_table("telemetry_batches") as batch:
+        batch.drop_column("quarantined")
+        batch.drop_column("profile")
     op.create_table(
         "telemetry_samples",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -186,6 +190,3 @@ def downgrade() -> None:
     op.create_index("ix_telemetry_samples_batch_id", "telemetry_samples", ["batch_id"])
     op.drop_index("ix_quarantine_received", table_name="telemetry_quarantine")
     op.drop_table("telemetry_quarantine")
-    with op.batch_alter_table("telemetry_batches") as batch:
-        batch.drop_column("quarantined")
-        batch.drop_column("profile")

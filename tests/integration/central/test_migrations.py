@@ -14,8 +14,8 @@ from central.telemetry.layout import include_name
 pytestmark = pytest.mark.integration
 
 
-def test_migrated_schema_matches_models(db_url: str) -> None:
-    engine = make_engine(db_url)
+def test_migrated_schema_matches_models(any_store_url: str) -> None:
+    engine = make_engine(any_store_url)
     try:
         migrate(engine)
         with engine.connect() as conn:
@@ -27,8 +27,8 @@ def test_migrated_schema_matches_models(db_url: str) -> None:
         engine.dispose()
 
 
-def test_downgrade_to_base_removes_everything(db_url: str) -> None:
-    engine = make_engine(db_url)
+def test_downgrade_to_base_removes_everything(any_store_url: str) -> None:
+    engine = make_engine(any_store_url)
     try:
         migrate(engine)
         from alembic import command
