@@ -138,3 +138,25 @@ def test_upgrades_the_first_layout_keeping_events_and_sequences(tmp_path: Path) 
     assert json.loads(row.payload)["rule_id"] == "r1"
     assert ob.append("s", det(), {}).seq == 8
     assert ob.open_episodes() == {("d1", "r1")}
+
+
+def test_a_flush_larger_than_a_batch_may_be_goes_in_several_batches(tmp_path: Path) -> None:
+    """Central refuses a batch of more than MAX_SAMPLES readings: a long flush (a slow uplink,
+    many metrics) is split in order, each part its own id and seq, nothing dropped."""
+    from fieldloop.messages import MAX_SAMPLES
+
+    ob = Outbox(tmp_path / "o.sqlite", max_bytes=64 * 1024 * 1024)
+    many = samples(2 * MAX_SAMPLES + 5)
+    stored = ob.append_telemetry("s", [("d1", "A1", many)], {"d1": "chiller"})
+    assert [b.seq for b in stored] == [1, 2, 3]
+    docs = [TelemetryBatch.model_validate_json(r.payload) for r in ob.pending()]
+    assert [len(d.samples) for d in docs] == [MAX_SAMPLES, MAX_SAMPLES, 5]
+    assert [s for d in docs for s in d.samples] == many
+    assert {d.profile for d in docs} == {"chiller"}  # so central can check the metrics
+
+
+def test_a_device_without_a_known_profile_sends_none(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite")
+    ob.append_telemetry("s", [("d1", "A1", samples(2))])
+    [row] = ob.pending()
+    assert json.loads(row.payload)["profile"] is None
