@@ -198,6 +198,7 @@ async def _engineer(base: str, people: DemoPeople, progress: _Progress, check: b
             await post(f"{t}/accept", "accept", eng, json={})
             progress.step = f"ticket #{tid} accepted"
             print(f"==> {ENGINEER} accepted (接单) via POST {t}/accept", flush=True)
+            await _show_readings(http, t, eng)
             await post(f"{t}/depart", "depart", eng, json={"location": site_gps})
             await post(f"{t}/arrive", "arrive", eng, json={"location": site_gps})
             await post(f"{t}/start", "start", eng, json={})
@@ -393,6 +394,23 @@ async def _cancel(task: asyncio.Task[object]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _show_readings(http: httpx.AsyncClient, t: str, headers: dict[str, str]) -> None:
+    """What the engineer sees before setting off: the asset's readings around the fault, as the
+    edge sent them to the telemetry store."""
+    r = await http.get(f"{t}/telemetry", headers=headers, params={"before": 600, "after": 60})
+    _expect(r, "readings around the fault")
+    doc = r.json()
+    metric = doc["fault"].get("metric")
+    fault = next((s for s in doc["series"] if s["metric"] == metric), None)
+    if fault is None or not fault["points"]:
+        raise DemoFailed(f"no {metric} readings around the fault in the telemetry store: {doc}")
+    first, peak = fault["points"][0], max(fault["points"], key=lambda p: p["max"])
+    print(
+        f"==> readings around the fault (GET {t}/telemetry): {doc['readings']} readings of "
+        f"{len(doc['series'])} metrics; {metric} {first['avg']:.1f} -> peak {peak['max']:.1f}"
+    )
 
 
 def _banner(

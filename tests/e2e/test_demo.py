@@ -35,6 +35,7 @@ def test_demo_check_embedded_broker_and_sqlite(
         "ranked first",  # the dispatch explanation
         "eng.wu declined (拒单)",
         "eng.li accepted (接单)",
+        "readings around the fault (GET /tickets/1/telemetry)",  # from the telemetry store
         "on site (到达",
         "waiting for a gasket (待料)",
         "back to normal",
