@@ -51,11 +51,12 @@ SELECT 'CREATE DATABASE fieldloop OWNER fieldloop ENCODING ''UTF8'' TEMPLATE tem
 -- and the library preloaded (shared_preload_libraries, which timescaledb-tune sets; without
 -- it CREATE EXTENSION fails). Elsewhere FieldLoop runs on plain PostgreSQL.
 --
--- Note: central does not use TimescaleDB yet. Its telemetry table (telemetry_samples) is a
--- plain table whose primary key does not include the time column, so it cannot be made a
--- hypertable as it is, and add_retention_policy / add_compression_policy / continuous
--- aggregates do not apply to it. Until a migration does that, deploy/postgres/retention.sql
--- deletes old telemetry. Creating the extension now costs nothing and is in place for it.
+-- The extension is created here, as a superuser, because the fieldloop role may not create it
+-- (it is not a trusted extension). Central's migration 0009 then finds it and makes
+-- telemetry_samples a hypertable with compression, retention and continuous aggregates (its
+-- log says "telemetry store: TimescaleDB ... hypertable" at start). Without it: daily
+-- PostgreSQL partitions. Create the extension BEFORE central's first start: the layout is
+-- chosen once, when migration 0009 runs.
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb') THEN
