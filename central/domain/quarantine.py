@@ -97,41 +97,77 @@ def screen(
     out = Screened()
     newest = received + limits.max_future
     oldest = received - limits.max_age
-    parsed: dict[str, datetime | Quarantined] = {}  # the samples of one poll share one time
+    # The samples of one poll share one time, and a device has a handful of metrics: each is
+    # judged once per batch. Exact type tests, not isinstance with unions or ABCs: this loop
+    # runs for every reading central receives.
+    times: dict[object, datetime | Quarantined] = {}
+    verdicts: dict[str, Reason | None] = {}
+    good, bad = out.good.append, out.bad.append
+    isfinite = math.isfinite
     for s in samples:
-        if not isinstance(s, Mapping) and hasattr(s, "metric"):  # a Sample model, already typed
-            s = {"metric": s.metric, "time": s.time, "value": s.value, "quality": s.quality}
-        if not isinstance(s, Mapping) or not {"metric", "time", "value"} <= s.keys() <= _KEYS:
-            out.bad.append(_bad(Reason.bad_sample, _sample_problem(s), s))
+        if type(s) is not dict:
+            s = _as_dict(s)
+        try:
+            metric, raw_time, value = s["metric"], s["time"], s["value"]
+        except (KeyError, TypeError):
+            bad(_bad(Reason.bad_sample, _sample_problem(s), s))
             continue
-        metric, raw_time, value = s["metric"], s["time"], s["value"]
-        quality = s.get("quality", "good")
-        if not isinstance(metric, str) or not _METRIC.match(metric) or quality not in _QUALITIES:
-            out.bad.append(_bad(Reason.bad_sample, _sample_problem(s), s))
+        n = len(s)
+        quality = s.get("quality", "good") if n == 4 else "good"
+        if (
+            (n != 3 and (n != 4 or "quality" not in s))
+            or type(metric) is not str
+            or (quality != "good" and (type(quality) is not str or quality not in _QUALITIES))
+        ):
+            bad(_bad(Reason.bad_sample, _sample_problem(s), s))
             continue
-        if metrics is not None and metric not in metrics:
-            out.bad.append(
-                _bad(Reason.unknown_metric, f"{metric!r} is not in the device's profile", s)
+        if metric in verdicts:
+            verdict = verdicts[metric]
+        else:
+            verdict = verdicts[metric] = _verdict(metric, metrics)
+        if verdict is not None:
+            detail = (
+                f"{metric!r} is not in the device's profile"
+                if verdict is Reason.unknown_metric
+                else _sample_problem(s)
             )
+            bad(_bad(verdict, detail, s))
             continue
-        if isinstance(raw_time, str | int | float | datetime) and not isinstance(raw_time, bool):
-            when = parsed.get(raw_time)
+        kind = type(raw_time)
+        if kind is str or kind is float or kind is int or kind is datetime:
+            when = times.get(raw_time)
             if when is None:
-                when = parsed[raw_time] = _time(raw_time, s, oldest, newest, limits)
+                when = times[raw_time] = _time(raw_time, s, oldest, newest, limits)
         else:
             when = _time(raw_time, s, oldest, newest, limits)
-        if isinstance(when, Quarantined):
-            out.bad.append(_bad(when.reason, when.detail, s))  # same time, this sample
+        if type(when) is Quarantined:
+            bad(_bad(when.reason, when.detail, s))  # same time, this sample
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            out.bad.append(_bad(Reason.not_a_number, f"value {_text(value)} is not a number", s))
+        kind = type(value)
+        if kind is int:
+            value = float(value)
+        elif kind is not float:
+            bad(_bad(Reason.not_a_number, f"value {_text(value)} is not a number", s))
             continue
-        value = float(value)
-        if not math.isfinite(value):
-            out.bad.append(_bad(Reason.not_finite, f"value {value} is not a reading", s))
+        if not isfinite(value):
+            bad(_bad(Reason.not_finite, f"value {value} is not a reading", s))
             continue
-        out.good.append(Reading(metric, when, value, quality))
+        good(Reading(metric, when, value, quality))  # type: ignore[arg-type]
     return out
+
+
+def _as_dict(s: object) -> Any:
+    if hasattr(s, "metric") and hasattr(s, "time"):  # a Sample model, already typed
+        return {"metric": s.metric, "time": s.time, "value": s.value, "quality": s.quality}  # type: ignore[attr-defined]
+    return dict(s) if isinstance(s, Mapping) else s
+
+
+def _verdict(metric: str, metrics: frozenset[str] | None) -> Reason | None:
+    if not _METRIC.match(metric):
+        return Reason.bad_sample
+    if metrics is not None and metric not in metrics:
+        return Reason.unknown_metric
+    return None
 
 
 def _time(
