@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fieldloop import __version__, logs
@@ -240,22 +241,64 @@ def build_parser() -> argparse.ArgumentParser:
     rexplain.add_argument("--rules", default=rules_dir, help="where the rule files are now")
     rreplay = rsub.add_parser(
         "replay",
-        help="what a changed rule set would decide differently, over recorded tickets or events",
-        description="Runs every recorded ticket (--db) or edge event (--events) through the base "
-        "and the candidate decision rules on their own recorded time, writes nothing, and "
-        "prints each changed outcome with the deciding rules and a summary.",
+        help="what a changed rule set would decide (or detect) differently, over recorded "
+        "tickets, events or readings",
+        description="Decision rules: runs every recorded ticket (--db) or edge event (--events) "
+        "through the base and the candidate decision rules on their own recorded time and prints "
+        "each changed outcome with the deciding rules and a summary. Detection rules "
+        "(--detection): runs the edge's detectors over the readings stored in --db, once with "
+        "the base and once with the candidate detection file, and prints the events only one of "
+        "them raises, a table per rule and asset, and a summary. Writes nothing.",
     )
     rreplay.add_argument(
-        "--base", required=True, help="a directory, or a git ref (e.g. HEAD, main) of this repo"
+        "--base",
+        default=None,
+        help="decision rules: a directory, or a git ref (e.g. HEAD, main) of this repo "
+        "(required); with --detection: a file, a directory's detection.yaml, or a git ref "
+        "(REF or REF:PATH; default: the live detection file)",
     )
-    rreplay.add_argument("--candidate", default=rules_dir, help=f"default: {rules_dir}")
-    rreplay.add_argument("--db", default=None, help="replay the tickets in this database")
+    rreplay.add_argument("--candidate", default=None, help=f"decision rules; default: {rules_dir}")
+    rreplay.add_argument(
+        "--db", default=None, help="replay the tickets (or readings) in this database"
+    )
     rreplay.add_argument("--events", default=None, help="replay these edge events (JSON Lines)")
     rreplay.add_argument("--fail-if", default=None, help="e.g. 'changed > 5%%' or 'changed >= 10'")
-    rreplay.add_argument("--show", type=int, default=50, help="changed outcomes to print")
+    rreplay.add_argument("--show", type=int, default=50, help="changed outcomes (events) to print")
     _flag(rreplay, "--timezone", "TIMEZONE", "UTC", "the sites' time zone: the hour rules see",
           type=_zone)  # fmt: skip
+    det = rreplay.add_argument_group("detection backtest (with --detection)")
+    det.add_argument(
+        "--detection",
+        default=None,
+        metavar="FILE",
+        help="the candidate detection rules (a file, or a directory's detection.yaml)",
+    )
+    when = det.add_mutually_exclusive_group()
+    when.add_argument("--from", dest="start", type=_instant, metavar="ISO",
+                      help="first reading time, e.g. 2026-11-01 or 2026-11-01T08:00+08:00 (UTC "
+                      "if no zone); default: --days before --to")  # fmt: skip
+    when.add_argument("--days", type=_positive, default=None,
+                      help="how far back from --to (default 30)")  # fmt: skip
+    det.add_argument("--to", dest="end", type=_instant, metavar="ISO",
+                     help="end of the window (exclusive); default: now")  # fmt: skip
+    for name, what in (("site", "site id"), ("device", "device id"), ("asset", "asset id")):
+        det.add_argument(f"--{name}", dest=f"{name}s", action="append", default=[], metavar="ID",
+                         help=f"only this {what} (repeat for more)")  # fmt: skip
+    det.add_argument("--site-file", default=None, metavar="FILE",
+                     help="an edge site file: its devices' profiles supply or override those the "
+                     "edges reported")  # fmt: skip
+    det.add_argument("--json", action="store_true", help="the report as one JSON document")
     return parser
+
+
+def _instant(value: str) -> datetime:
+    try:
+        d = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a date or ISO time (e.g. 2026-11-01 or 2026-11-01T08:00+08:00)"
+        ) from None
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
 def _zone(value: str) -> str:
@@ -413,8 +456,16 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
         return explain(args)
     if args.action == "replay":
+        from fieldloop.backtest_cli import decision_replay_problem, run
+
+        if args.detection is not None:
+            return run(args, REPO)
+        if problem := decision_replay_problem(args):
+            print(f"fieldloop rules replay: {problem}", file=sys.stderr)
+            return 2
         from central.rules_cli import replay_cmd
 
+        args.candidate = args.candidate or _env("RULES_DIR", str(REPO / "rules"))
         return replay_cmd(args, REPO)
     from fieldloop.rules.check import rule_files
 
