@@ -31,6 +31,8 @@ bench: $(STAMP) services
 	$(BIN)/python bench/ticket_latency.py
 	$(BIN)/python bench/edge_throughput.py
 	$(BIN)/python bench/central_ingest.py
+	$(BIN)/python bench/telemetry_store.py
+	$(BIN)/python bench/central_scaling.py
 	$(BIN)/python bench/simulator_throughput.py
 	$(BIN)/python bench/ticket_transitions.py
 	$(BIN)/python bench/rules_engine.py
