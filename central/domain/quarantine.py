@@ -19,6 +19,7 @@ What a maintenance organisation sees from the field, and what each reason catche
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -236,7 +237,11 @@ def _sample_problem(s: object) -> str:
 
 
 def _text(v: object) -> str:
-    return repr(v)[:_RAW_MAX]
+    """As it was received: JSON text (NaN as NaN, a string in quotes), cut short."""
+    try:
+        return json.dumps(v, ensure_ascii=False, allow_nan=True)[:_RAW_MAX]
+    except (TypeError, ValueError):  # not from JSON (a typed sample's datetime)
+        return str(v)[:_RAW_MAX]
 
 
 def _bad(reason: Reason, detail: str, s: object) -> Quarantined:

@@ -171,6 +171,7 @@ class TelemetryBatchRow(Base):
     """The telemetry inbox: one row per batch id, so a resent batch stores nothing twice."""
 
     __tablename__ = "telemetry_batches"
+    __table_args__ = (Index("ix_telemetry_batches_received", "received_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     site: Mapped[str] = mapped_column(String(128))

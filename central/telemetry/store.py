@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Connection, Engine, delete, insert
 from sqlalchemy.exc import DBAPIError
 
-from central.storage.models import TelemetryQuarantine, TelemetrySample
+from central.storage.models import TelemetryBatchRow, TelemetryQuarantine, TelemetrySample
 from central.telemetry import partitions
 from central.telemetry.layout import Layout, detect
 
@@ -32,6 +32,7 @@ _COPY = f"COPY telemetry_samples ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINAR
 _COPY_TYPES = ["timestamptz", "varchar", "varchar", "varchar", "varchar", "float8", "varchar"]
 AGGREGATES = {60: "telemetry_1m", 3600: "telemetry_1h"}  # seconds -> continuous aggregate
 QUARANTINE_KEEP = timedelta(days=90)
+INBOX_MARGIN = timedelta(days=2)  # beyond the oldest reading accepted
 POLICY_LOCK = 0x46_4C_54_53  # "FLTS": one central at a time sets the TimescaleDB policies
 
 
@@ -137,6 +138,15 @@ class TelemetryStore:
             gone = conn.execute(delete(TelemetrySample).where(TelemetrySample.c.time < cutoff))
             if gone.rowcount:
                 done.append(f"deleted {gone.rowcount} reading(s) before {cutoff:%Y-%m-%d}")
+        # The inbox only has to outlive a resend: one older than ``late`` is quarantined as
+        # too old whatever its id, so nothing is stored twice without the row.
+        inbox = conn.execute(
+            delete(TelemetryBatchRow).where(
+                TelemetryBatchRow.received_at < now - self.retention.late - INBOX_MARGIN
+            )
+        )
+        if inbox.rowcount:
+            done.append(f"forgot {inbox.rowcount} telemetry batch id(s)")
         q = conn.execute(
             delete(TelemetryQuarantine).where(
                 TelemetryQuarantine.received_at < now - QUARANTINE_KEEP

@@ -18,6 +18,7 @@ from central.services.tickets import visible_ticket
 from central.storage.models import EdgeEvent, TelemetryQuarantine
 from central.telemetry import series as S
 from central.telemetry.store import TelemetryStore
+from fieldloop.messages import OPENING_KINDS
 
 router = APIRouter(tags=["telemetry"])
 
@@ -113,15 +114,19 @@ def ticket_telemetry(
     after: Annotated[int, Query(ge=0, le=7 * 86400, description="seconds after")] = 1800,
 ) -> dict[str, Any]:
     """The readings of the ticket's asset around its fault (the edge event that raised it, or
-    when the ticket was reported): the readings themselves when there are few, else a series."""
+    when the ticket was reported): the readings themselves when there are few, else a series
+    over [from, to) widened to whole steps."""
+    if caller.role not in _STAFF:  # a customer's report may name any asset
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "readings are for staff")
     with domain_errors():
         ticket = visible_ticket(session, caller, ticket_id)
     if not ticket.asset_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"ticket {ticket_id} names no asset")
+    # the latest opening: a reopened ticket's fault is the one that reopened it
     event = session.scalars(
         select(EdgeEvent)
-        .where(EdgeEvent.ticket_id == ticket.id)
-        .order_by(EdgeEvent.event_time)
+        .where(EdgeEvent.ticket_id == ticket.id, EdgeEvent.kind.in_(sorted(OPENING_KINDS)))
+        .order_by(EdgeEvent.event_time.desc())
         .limit(1)
     ).first()
     at = event.event_time if event is not None else ticket.created_at
@@ -141,9 +146,11 @@ def ticket_telemetry(
         )
     else:
         step = S.choose_step(end - start)
+        start, end = S.align(start, end, step)
         source, found = S.series(
             conn, _store(request).layout, ticket.asset_id, [], start, end, step
         )
+        n = sum(p.count for s in found for p in s.points)  # of the widened window
     return {
         "ticket": ticket.id,
         "asset": ticket.asset_id,
@@ -175,6 +182,8 @@ def quarantine(
     _aware("to", end)
     end = end or datetime.now(UTC)
     start = start or end - timedelta(hours=24)
+    if end <= start:
+        raise unprocessable([{"field": "to", "problem": "must be after from"}])
     Q = TelemetryQuarantine
     where = [Q.received_at >= start, Q.received_at < end]
     if site:

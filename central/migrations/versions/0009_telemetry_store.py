@@ -70,7 +70,7 @@ def _timescale(conn: sa.Connection) -> bool:
     if why and want == "timescaledb":
         raise RuntimeError(f"FIELDLOOP_TELEMETRY_LAYOUT=timescaledb, but {why}")
     if why:
-        log.info("telemetry: plain PostgreSQL partitions (%s)", why)
+        log.debug("telemetry: plain PostgreSQL partitions (%s)", why)  # the store says it at start
     return not why
 
 
@@ -128,6 +128,7 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("quarantined", sa.Integer(), nullable=False, server_default=sa.text("0"))
         )
+    op.create_index("ix_telemetry_batches_received", "telemetry_batches", ["received_at"])
     if hypertable:
         _make_aggregates()
 
@@ -173,6 +174,7 @@ def downgrade() -> None:
         op.execute("DROP TABLE telemetry_samples CASCADE")  # with its partitions
     else:
         op.drop_table("telemetry_samples")
+    op.drop_index("ix_telemetry_batches_received", table_name="telemetry_batches")
     with op.batch_alter_table("telemetry_batches") as batch:
         batch.drop_column("quarantined")
         batch.drop_column("profile")

@@ -333,7 +333,7 @@ async def test_malformed_telemetry_in_a_burst_is_dead_lettered_and_the_rest_stor
     ]
     assert {letter.topic for letter in letters} == {harness.topics.telemetry(SITE)}
     assert "does not match topic site" in letters[2].reason
-    assert [(q.batch_id, q.reason, q.time) for q in held] == [("bad-time", "bad_time", "'x'")]
+    assert [(q.batch_id, q.reason, q.time) for q in held] == [("bad-time", "bad_time", '"x"')]
     assert inbox is not None and (inbox.samples, inbox.quarantined) == (0, 1)
     assert harness.count(TelemetryBatchRow) == 62  # the good ones, bad-time and the sentinel
     assert harness.count(TelemetrySample) == 60 * 50 + 1

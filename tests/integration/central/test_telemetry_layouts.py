@@ -342,3 +342,30 @@ def test_timescale_compression_retention_and_aggregates(timescale_url: str) -> N
         ]
     finally:
         engine.dispose()
+
+
+def test_the_inbox_forgets_batch_ids_no_resend_could_still_need(db_url: str) -> None:
+    """A batch id must outlive any resend of it; a resend older than ``late`` is quarantined as
+    too old, so its id may go two days after that, and the inbox does not grow for ever."""
+    engine = make_engine(db_url)
+    try:
+        migrate(engine)
+        sessions = session_factory(engine)
+        store_batches(sessions, batches(), RECEIVED)
+        store = store_for(engine)
+        late = store.retention.late
+        with engine.begin() as conn:
+            store.maintain(conn, RECEIVED + late + timedelta(days=1))
+            kept = conn.execute(select(func.count()).select_from(TelemetryBatchRow)).scalar()
+            done = store.maintain(conn, RECEIVED + late + timedelta(days=2, seconds=1))
+            gone = conn.execute(select(func.count()).select_from(TelemetryBatchRow)).scalar()
+        assert kept == len(batches()) and gone == 0
+        assert done is not None and f"forgot {len(batches())} telemetry batch id(s)" in done
+        # Its resend now: every reading quarantined as too old, none stored twice.
+        again = store_batches(sessions, batches()[:1], RECEIVED + late + timedelta(days=2))
+        assert again == ["committed"]
+        with sessions() as s:
+            row = s.get(TelemetryBatchRow, batches()[0].id)
+            assert row is not None and (row.samples, row.quarantined) == (0, 180)
+    finally:
+        engine.dispose()

@@ -89,7 +89,7 @@ def test_without_a_profile_every_wellformed_metric_is_taken() -> None:
 def test_what_is_kept_of_a_bad_reading() -> None:
     out = screen([s(value=math.nan), s(metric="x" * 100, time="garbage" * 30)], NOW, Limits())
     nan, garbage = out.bad
-    assert (nan.metric, nan.value, nan.time) == ("temp", "nan", repr(NOW.isoformat()))
+    assert (nan.metric, nan.value, nan.time) == ("temp", "NaN", f'"{NOW.isoformat()}"')  # JSON
     assert nan.detail == "value nan is not a reading"
     assert garbage.reason is Reason.bad_time and len(garbage.time) == 64
     assert garbage.detail.startswith("time 'garbagegarbage") and garbage.metric == "x" * 100
