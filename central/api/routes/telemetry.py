@@ -38,9 +38,16 @@ def _store(request: Request) -> TelemetryStore:
     return store
 
 
-def _aware(name: str, value: datetime | None) -> None:
-    if value is not None and value.tzinfo is None:
-        raise unprocessable([{"field": name, "problem": "add a zone, e.g. +08:00 or Z"}])
+def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """[from, to) as asked, by default the last 24 hours; each field named when wrong."""
+    for name, value in (("from", start), ("to", end)):
+        if value is not None and value.tzinfo is None:
+            raise unprocessable([{"field": name, "problem": "add a zone, e.g. +08:00 or Z"}])
+    end = end or datetime.now(UTC)
+    start = start or end - timedelta(hours=24)
+    if end <= start:
+        raise unprocessable([{"field": "to", "problem": "must be after from"}])
+    return start, end
 
 
 def _point(p: S.Point) -> dict[str, Any]:
@@ -74,12 +81,7 @@ def asset_telemetry(
     continuous aggregates where they exist."""
     if caller.role not in _STAFF:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "readings are for staff")
-    _aware("from", start)
-    _aware("to", end)
-    end = end or datetime.now(UTC)
-    start = start or end - timedelta(hours=24)
-    if end <= start:
-        raise unprocessable([{"field": "to", "problem": "must be after from"}])
+    start, end = _window(start, end)
     step = step or S.choose_step(end - start)
     points = (end - start).total_seconds() / step
     if points > S.MAX_POINTS:
@@ -178,12 +180,7 @@ def quarantine(
     device, and the latest ones with what was wrong."""
     if caller.role not in _QUARANTINE_ROLES:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the quarantine is for staff")
-    _aware("from", start)
-    _aware("to", end)
-    end = end or datetime.now(UTC)
-    start = start or end - timedelta(hours=24)
-    if end <= start:
-        raise unprocessable([{"field": "to", "problem": "must be after from"}])
+    start, end = _window(start, end)
     Q = TelemetryQuarantine
     where = [Q.received_at >= start, Q.received_at < end]
     if site:
