@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from fieldloop.brokers import parse_broker_url
 from fieldloop.profiles import default_profiles_dir
 from fieldloop.rules.policies import check_zone
 
@@ -147,6 +148,13 @@ class Settings(BaseSettings):
     telemetry_compress_after: timedelta = Field(
         timedelta(days=7), description="TimescaleDB: chunks older than this are compressed"
     )
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker(cls, v: str | None) -> str | None:
+        if v:
+            parse_broker_url(v)  # a wrong URL or a missing ca/cert/key file stops the start here
+        return v or None
 
     @field_validator("profiles_dir", mode="before")
     @classmethod

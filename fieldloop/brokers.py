@@ -1,10 +1,16 @@
-"""Broker addresses: ``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...`` for TLS."""
+"""Broker addresses: ``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...`` for TLS.
+
+A TLS address may name the files a private deployment needs, as query parameters:
+``mqtts://site-plant-a:pw@mqtt.example.com:8883?ca=/etc/fieldloop/ca.crt`` (verify the broker
+against this CA instead of the system trust store) and ``&cert=...&key=...`` (a client
+certificate, for a broker with ``require_certificate true``)."""
 
 from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 
 @dataclass(frozen=True)
@@ -14,6 +20,9 @@ class BrokerAddress:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    ca_file: str | None = None  # TLS: trust this CA (a private one), not the system store
+    cert_file: str | None = None  # TLS: client certificate ...
+    key_file: str | None = None  # ... and its key
 
     def __str__(self) -> str:  # never print the password
         user = f"{self.username}@" if self.username else ""
@@ -31,13 +40,39 @@ def parse_broker_url(url: str) -> BrokerAddress:
     except ValueError as exc:
         raise ValueError(f"broker URL {url!r}: {exc}") from None
     tls = parts.scheme == "mqtts"
+    files = _tls_files(url, parts.query, tls)
     return BrokerAddress(
         host=parts.hostname,
         port=port or (8883 if tls else 1883),
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         tls=tls,
+        ca_file=files.get("ca"),
+        cert_file=files.get("cert"),
+        key_file=files.get("key"),
     )
+
+
+def _tls_files(url: str, query: str, tls: bool) -> dict[str, str]:
+    shown = url.split("?", 1)[0].rsplit("@", 1)[-1]  # no password in an error
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ValueError(f"broker URL {shown}: cannot read {query!r} as name=value&...") from None
+    files: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in ("ca", "cert", "key"):
+            raise ValueError(f"broker URL {shown}: unknown parameter {name!r} (ca, cert, key)")
+        if name in files:
+            raise ValueError(f"broker URL {shown}: {name} given twice")
+        if not tls:
+            raise ValueError(f"broker URL {shown}: {name}= needs TLS: write mqtts://")
+        if not Path(value).is_file():
+            raise ValueError(f"broker URL {shown}: {name} file {value!r} does not exist")
+        files[name] = value
+    if ("cert" in files) != ("key" in files):
+        raise ValueError(f"broker URL {shown}: a client certificate needs both cert= and key=")
+    return files
 
 
 def client_kwargs(address: BrokerAddress) -> dict[str, object]:
@@ -55,5 +90,8 @@ def client_kwargs(address: BrokerAddress) -> dict[str, object]:
     if address.tls:
         import ssl
 
-        kwargs["tls_context"] = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=address.ca_file)
+        if address.cert_file and address.key_file:
+            context.load_cert_chain(address.cert_file, address.key_file)
+        kwargs["tls_context"] = context
     return kwargs

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from fieldloop import __version__, logs
 from fieldloop.net import PortInUseError
 from fieldloop.yamlfile import FileError
@@ -586,6 +588,17 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _settings_problems(exc: ValidationError) -> str:
+    """One line per wrong setting, without the value (a URL's password, a secret)."""
+    lines = []
+    for e in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in e["loc"])
+        name = f"FIELDLOOP_{field.upper()}" if exc.title == "Settings" else field
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {msg}" if field else msg)
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level, args.log_format)
@@ -593,6 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except FileError as exc:
         print(f"fieldloop {args.command}: configuration error:\n{exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # settings: each variable named, its value never echoed
+        print(f"fieldloop {args.command}: {_settings_problems(exc)}", file=sys.stderr)
         return 2
     except (PortInUseError, ValueError) as exc:  # bad settings: say what, not a traceback
         print(f"fieldloop {args.command}: {exc}", file=sys.stderr)
