@@ -35,8 +35,11 @@ async def test_register_crossing_becomes_a_closed_ticket(
     backend: tuple[str, str], topics: Topics, tmp_path: Path
 ) -> None:
     broker_url, db_url = backend
-    # discharge temp: 80 -> 100 over 1 s from t=0.5, holds 3 s, back to 80 over 1 s
-    scenario = chiller_overheat(start=0.5, ramp=1.0, hold=3.0, recover=1.0)
+    # discharge temp: 80 -> 100 over 1 s from t=0.5, holds 8 s, back to 80 over 1 s. The clock
+    # starts with the simulator: the hold has to outlast a slow start of the edge and central on
+    # a loaded machine (with 3 s, an edge first polling at t=4 saw the crossing but not 1 s of it)
+    # and leave time to dispatch and accept while the fault is still on.
+    scenario = chiller_overheat(start=0.5, ramp=1.0, hold=8.0, recover=1.0)
     async with Stack(
         tmp_path,
         broker_url=broker_url,
