@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -277,3 +279,13 @@ def write_multi_site(
     path = directory / "multi.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def assert_no_leaked_connections() -> None:
+    """After an app's lifespan: no psycopg connection was left open for the garbage collector
+    (shutdown waits for background threads to give theirs back before the pool closes)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    leaked = [w for w in caught if "deleted while still open" in str(w.message)]
+    assert leaked == [], [str(w.message) for w in leaked]

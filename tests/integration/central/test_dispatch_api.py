@@ -6,12 +6,10 @@ delivered (and retried) to a real HTTP receiver."""
 
 from __future__ import annotations
 
-import gc
 import json
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +19,7 @@ import pytest
 from conftest import free_port
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from support import add_people
+from support import add_people, assert_no_leaked_connections
 
 from central.api.app import create_app
 from central.domain.permissions import Role
@@ -65,11 +63,7 @@ def _start(settings: Settings) -> Iterator[TestClient]:
         yield c
     # Shutdown waits for the background threads to give their connections back before the pool
     # closes (central/api/app.py): none may be left open to be found by the garbage collector.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResourceWarning)
-        gc.collect()
-    leaked = [w for w in caught if "deleted while still open" in str(w.message)]
-    assert leaked == [], [str(w.message) for w in leaked]
+    assert_no_leaked_connections()
 
 
 @pytest.fixture

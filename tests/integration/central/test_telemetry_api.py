@@ -6,10 +6,8 @@ counts and latest entries. Times are relative to now: central quarantines old re
 
 from __future__ import annotations
 
-import gc
 import json
 import uuid
-import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +17,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from support import add_people
+from support import add_people, assert_no_leaked_connections
 
 from central.api.app import create_app
 from central.domain.permissions import Role
@@ -60,11 +58,7 @@ def client(db_url: str) -> Iterator[TestClient]:
         c.people = add_people(app.state.sessions, PEOPLE)  # type: ignore[attr-defined]
         yield c
     # The lifespan disposed the engine: no psycopg connection may be left for the collector.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ResourceWarning)
-        gc.collect()
-    leaked = [w for w in caught if "deleted while still open" in str(w.message)]
-    assert leaked == [], [str(w.message) for w in leaked]
+    assert_no_leaked_connections()
 
 
 def h(c: TestClient, who: str) -> dict[str, str]:
