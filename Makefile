@@ -23,9 +23,14 @@ demo: $(STAMP)
 services:
 	bash scripts/ensure-services.sh
 
+# Parallel workers (pytest-xdist): more than the cores, since many integration tests wait on a
+# real broker, database or device rather than compute. Each worker has its own databases, topic
+# roots and ports (tests/conftest.py).
+TEST_JOBS ?= 3
+
 test: $(STAMP) services
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist worksteal
 
 bench: $(STAMP) services
 	$(BIN)/python bench/ticket_latency.py

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
         description="systems told of every offer and alert, as JSON: "
         '[{"url": "https://...", "secret": "<HMAC secret>"}] (signed like inbound webhooks)',
     )
+    workers: bool = Field(
+        True,
+        description="run the background workers in this process: the offer sweeper, the SLA "
+        "scheduler, the notification sender and housekeeping. false: serve the API (and consume "
+        "edge events) only, beside at least one central that runs them (they are replica-safe)",
+    )
     offer_sweep_every: float = Field(
         1.0, gt=0, le=60, description="seconds between sweeps for unanswered dispatch offers"
     )

@@ -4,7 +4,9 @@ databases and topic roots per test, free ports, and a check that no test leaks a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from support import Processes
 
 from fieldloop.topics import Topics
 
@@ -26,12 +29,37 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("FIELDLOOP_RULES_ENGINE", "reference")
 MOSQUITTO_URL = "mqtt://127.0.0.1:1883"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")  # gw0, gw1 ... under pytest-xdist
+
+
+# Ports for the servers tests start come from a slice of 20000-32767 of each worker's own:
+# below the kernel's ephemeral range (32768-60999 here), so a client connection elsewhere never
+# takes a port a test chose and is about to bind, and parallel workers never choose the same one.
+_PORTS = range(20000, 32768)
+
+
+def _port_slice() -> range:
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    index = int(WORKER.removeprefix("gw")) if WORKER.startswith("gw") else 0
+    size = len(_PORTS) // count
+    return range(_PORTS.start + index * size, _PORTS.start + (index + 1) * size)
+
+
+_port_cursor = itertools.count(random.randrange(len(_port_slice())))
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 nothing is listening on, from this worker's own slice."""
+    ports = _port_slice()
+    for _ in range(len(ports)):
+        port = ports[next(_port_cursor) % len(ports)]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken (another program, or a socket still in TIME_WAIT)
+            return port
+    raise RuntimeError(f"no free port in {ports}")
 
 
 def _port_open(port: int) -> bool:
@@ -79,17 +107,82 @@ def postgres() -> str:
     return PG_ADMIN
 
 
+def _create_database(admin: str, template: str | None = None) -> str:
+    name = f"fl_test_{WORKER}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    return name
+
+
+def _drop_database(admin: str, name: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg(name: str) -> str:
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
 @pytest.fixture
 def pg_url(postgres: str) -> Iterator[str]:
-    """A fresh PostgreSQL database of this test's own, dropped afterwards."""
-    name = f"fl_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    """A fresh, empty PostgreSQL database of this test's own, dropped afterwards."""
+    name = _create_database(postgres)
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        yield _pg(name)
     finally:
-        with psycopg.connect(postgres, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_database(postgres, name)
+
+
+@pytest.fixture(scope="session")
+def _pg_template(postgres: str) -> Iterator[str]:
+    """One PostgreSQL database per worker, migrated to head once; tests get copies of it."""
+    from central.storage.db import make_engine, migrate
+
+    name = _create_database(postgres)
+    engine = make_engine(_pg(name))
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()  # CREATE DATABASE ... TEMPLATE needs it with no connection
+    try:
+        yield name
+    finally:
+        _drop_database(postgres, name)
+
+
+@pytest.fixture
+def migrated_pg_url(postgres: str, _pg_template: str) -> Iterator[str]:
+    """A PostgreSQL database of this test's own at the schema's head: a copy of the worker's
+    migrated template (CREATE DATABASE ... TEMPLATE), dropped afterwards."""
+    name = _create_database(postgres, template=_pg_template)
+    try:
+        yield _pg(name)
+    finally:
+        _drop_database(postgres, name)
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file per worker, migrated to head once; tests get copies of it."""
+    from central.storage.db import make_engine, migrate
+
+    path = tmp_path_factory.mktemp("template") / "central.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()  # the last connection's close checkpoints the WAL into the file
+    for suffix in ("-wal", "-shm"):
+        assert not Path(f"{path}{suffix}").exists(), f"{path}{suffix} left after the migration"
+    return path
+
+
+@pytest.fixture
+def migrated_sqlite_url(_sqlite_template: Path, tmp_path: Path) -> str:
+    """A SQLite file of this test's own at the schema's head (a copy of the worker's template)."""
+    path = tmp_path / "central.db"
+    shutil.copyfile(_sqlite_template, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
@@ -131,8 +224,18 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each storage test runs on both SQLite and PostgreSQL."""
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each storage test runs on both SQLite and PostgreSQL, on a database already at the
+    schema's head (a copy of a migrated template: migrating again is the no-op every start
+    does)."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("migrated_sqlite_url")
+    return request.getfixturevalue("migrated_pg_url")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Both databases, empty: for tests of the migrations themselves."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'central.db'}"
     return request.getfixturevalue("pg_url")
@@ -164,6 +267,17 @@ async def _no_leaked_tasks() -> AsyncIterator[None]:
         for t in leaked:
             t.cancel()
         pytest.fail(f"test leaked asyncio tasks: {[(t.get_name(), t.get_coro()) for t in leaked]}")
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Start a test's processes through this: each is killed and its pipes closed at the end,
+    pass or fail."""
+    owned = Processes()
+    try:
+        yield owned
+    finally:
+        owned.close()
 
 
 class PrivateMosquitto:

@@ -6,6 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import signal
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Awaitable, Callable
@@ -67,7 +71,11 @@ def write_site(
     device: str = "chiller-1",
     asset: str = "CH-01",
     poll_interval: float = 0.1,
+    timeout: float = 2.0,
 ) -> Path:
+    """A site of one chiller on ``port``. The Modbus timeout is generous: on a loaded machine a
+    simulator in a busy test process may answer late, and a healthy device must never look lost
+    (tests of a device that is gone kill its simulator, which is refused at once)."""
     path = directory / f"{site}.yaml"
     path.write_text(
         f"""apiVersion: fieldloop/v1
@@ -80,7 +88,7 @@ devices:
     asset: {asset}
     profile: chiller
     location: Test plant room
-    modbus_tcp: {{host: 127.0.0.1, port: {port}, unit_id: 1, timeout: 0.5, retries: 0}}
+    modbus_tcp: {{host: 127.0.0.1, port: {port}, unit_id: 1, timeout: {timeout}, retries: 0}}
     poll_interval: {poll_interval}
 """,
         encoding="utf-8",
@@ -221,21 +229,47 @@ class Stack:
         return r.json()
 
 
-def spawn_fieldloop(args: list[str], log: Path, env: dict[str, str] | None = None) -> Any:
-    """Run ``fieldloop ARGS`` as a real process (so a test can kill -9 it), output to ``log``."""
-    import os
-    import subprocess
-    import sys
+class Processes:
+    """The processes one test starts. Each runs in a process group of its own; at the test's end,
+    whatever happened (a failed assert, a timeout, an exception in a fixture), every group still
+    alive is killed, waited for and its pipes closed, so nothing a test started outlives it:
+    no port held, no CPU taken, no pipe for the garbage collector to find in a later test."""
 
-    full_env = {**os.environ, **(env or {})}
-    with log.open("ab") as handle:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "fieldloop.cli", *args],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-            cwd=REPO,
-        )
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[Any]] = []
+
+    def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+        self.started.append(proc)
+        return proc
+
+    def fieldloop(
+        self, args: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[Any]:
+        """``fieldloop ARGS`` as a real process (so a test can kill -9 it), output to ``log``."""
+        with log.open("ab") as handle:  # the child keeps its own descriptor
+            return self.popen(
+                [sys.executable, "-m", "fieldloop.cli", *args],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                cwd=REPO,
+            )
+
+    def close(self) -> None:
+        for proc in self.started:
+            # the whole group: a process that ended may have left children behind (a rules
+            # worker, a broker it started)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        for proc in self.started:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+        self.started.clear()
 
 
 def outbox_rows(path: Path, stream: str | None = None) -> int:

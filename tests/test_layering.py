@@ -7,6 +7,8 @@ import ast
 import gc
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,15 +16,18 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _parse(path: Path) -> ast.Module:
-    """ast.parse with the garbage collector held off. An earlier test can leave an asyncio future
-    with an unread exception (aiomqtt's, on a dropped connection); if the collector frees it in
-    the middle of a parse, its __del__ logs a traceback, which Python 3.11 formats with ast.parse
-    too, and the nested parse breaks the outer one ("AST constructor recursion depth mismatch")."""
+@contextmanager
+def _no_collector() -> Iterator[None]:
+    """The garbage collector held off while files are parsed. An earlier test can leave an
+    asyncio future with an unread exception (aiomqtt's, on a dropped connection); if the
+    collector frees it in the middle of a parse, its __del__ logs a traceback, which Python 3.11
+    formats with ast.parse too, and the nested parse breaks the outer one ("AST constructor
+    recursion depth mismatch"). One collection first, not one per file: late in a long run the
+    heap is large and each collection costs most of a second."""
     gc.collect()
     gc.disable()
     try:
-        return ast.parse(path.read_text(encoding="utf-8"))
+        yield
     finally:
         gc.enable()
 
@@ -30,8 +35,11 @@ def _parse(path: Path) -> ast.Module:
 def imported_packages(package: str, *, top_level_only: bool = False) -> dict[str, set[str]]:
     """Top-level package names each module of ``package`` imports (module -> names)."""
     found: dict[str, set[str]] = {}
-    for path in (REPO / package).rglob("*.py"):
-        tree = _parse(path)
+    with _no_collector():
+        trees = {
+            p: ast.parse(p.read_text(encoding="utf-8")) for p in (REPO / package).rglob("*.py")
+        }
+    for path, tree in trees.items():
         nodes = tree.body if top_level_only else list(ast.walk(tree))
         names: set[str] = set()
         for node in nodes:

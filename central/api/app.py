@@ -151,7 +151,6 @@ def create_app(
             )
             app.state.consumer = consumer
             task = asyncio.create_task(consumer.run(), name="edge-event-consumer")
-        housekeeping = asyncio.create_task(_housekeeping(app), name="housekeeping")
         watcher = asyncio.create_task(live_rules.watch(), name="rules-watcher")
         sender = NotificationSender(
             app.state.sessions,
@@ -164,13 +163,18 @@ def create_app(
         scheduler = SlaScheduler(app.state.sessions, live_rules, every=settings.sla_sweep_every)
         app.state.notification_sender, app.state.offer_sweeper = sender, sweeper
         app.state.sla_scheduler = scheduler
-        sending = asyncio.create_task(sender.run(), name="notifications")
-        sweeping = asyncio.create_task(sweeper.run(), name="offer-sweeper")
-        timing = asyncio.create_task(scheduler.run(), name="sla-scheduler")
+        workers: list[asyncio.Task[None]] = []
+        if settings.workers:  # else another central runs them (and a test calls them itself)
+            workers = [
+                asyncio.create_task(_housekeeping(app), name="housekeeping"),
+                asyncio.create_task(sender.run(), name="notifications"),
+                asyncio.create_task(sweeper.run(), name="offer-sweeper"),
+                asyncio.create_task(scheduler.run(), name="sla-scheduler"),
+            ]
         try:
             yield
         finally:
-            for t in (task, housekeeping, watcher, sending, sweeping, timing):
+            for t in (task, watcher, *workers):
                 if t is None:
                     continue
                 t.cancel()

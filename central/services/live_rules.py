@@ -11,15 +11,16 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from fieldloop.rules.check import check_and_load
 from fieldloop.rules.evaluate import matching
-from fieldloop.rules.files import RuleSet, load_ruleset
-from fieldloop.yamlfile import FileError
+from fieldloop.rules.files import RuleSet
 
 Matcher = Callable[[RuleSet, Mapping[str, Any]], list[str]]
 
@@ -82,18 +83,50 @@ class ReloadResult:
     problems: list[str] = field(default_factory=list)
 
 
-def _check(path: Path) -> list[str]:
-    """Every problem with one file, as file:line:col lines (strict YAML and semantic checks
-    where the checker is available, else the loader's own)."""
+class _Loaded:
+    """Rule files this process has already checked and loaded, by the digest of their bytes and
+    of each file they read (an SLA calendar's .ics): reloading an unchanged set (SIGHUP, the
+    watcher after a touch, a second app in one process) parses nothing. Only files without a
+    problem are kept, and a RuleSet is immutable, so sharing one is safe."""
+
+    SIZE = 64
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, str], tuple[RuleSet, tuple[tuple[Path, str | None], ...]]]
+        self._items = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: Path) -> tuple[list[str], RuleSet | None]:
+        key = (str(path), _digest(path))
+        with self._lock:
+            hit = self._items.get(key)
+        if hit is not None and all(_digest(p) == d for p, d in hit[1]):
+            return [], hit[0]
+        problems, ruleset = check_and_load(path)
+        if ruleset is None:
+            return [str(p) for p in problems], None
+        reads = tuple((p, _digest(p)) for p in _reads(ruleset))
+        if key[1] is not None and key[1] == ruleset.version:  # unchanged while it was read
+            with self._lock:
+                if len(self._items) >= self.SIZE:
+                    self._items.pop(next(iter(self._items)))
+                self._items[key] = (ruleset, reads)
+        return [], ruleset
+
+
+def _digest(path: Path) -> str | None:
     try:
-        from fieldloop.rules.check import check_file
-    except ImportError:  # the checker lands separately; the loader alone still refuses bad files
-        try:
-            load_ruleset(path)
-        except FileError as exc:
-            return [str(p) for p in exc.problems]
-        return []
-    return [str(p) for p in check_file(path)]
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _reads(ruleset: RuleSet) -> list[Path]:
+    folder = Path(ruleset.path).parent
+    return [folder / c.holidays_file for c in ruleset.calendars.values() if c.holidays_file]
+
+
+_LOADED = _Loaded()
 
 
 def load_rules(directory: Path, timezone: str = "UTC") -> DecisionRules:
@@ -107,11 +140,8 @@ def load_rules(directory: Path, timezone: str = "UTC") -> DecisionRules:
             sets[name] = None
             continue
         present.append(filename)
-        found = _check(path)
-        if found:
-            problems.extend(found)
-            continue
-        sets[name] = load_ruleset(path)
+        found, sets[name] = _LOADED.get(path)
+        problems.extend(found)
     if problems:
         raise RulesRejected(problems)
     return DecisionRules(

@@ -20,7 +20,7 @@ from fieldloop.rules.conditions import All, Always, AnyOf, Node, fields_used
 from fieldloop.rules.conditions import Test as Leaf
 from fieldloop.rules.fields import FIELDS, FieldType, did_you_mean
 from fieldloop.rules.files import KINDS, Band, RuleSet, load_ruleset
-from fieldloop.rules.strict import read_text, scan
+from fieldloop.rules.strict import read_source, scan
 from fieldloop.yamlfile import FileError, FileProblem, parse_yaml, position
 
 DETECTION_KIND = "DetectionRules"
@@ -42,7 +42,7 @@ def load_checked(path: Path) -> Loaded:
     """Read, strictly scan and load ``path``; problems instead of exceptions."""
     out = Loaded(path)
     try:
-        text = read_text(path)
+        raw, text = read_source(path)
     except FileError as exc:
         out.problems += exc.problems
         return out
@@ -77,7 +77,7 @@ def load_checked(path: Path) -> Loaded:
         return out
     out.kind = str(kind)
     try:
-        out.ruleset = load_ruleset(path, text, out.data)
+        out.ruleset = load_ruleset(path, text, out.data, raw)
     except FileError as exc:
         out.problems += exc.problems
     except Exception as exc:  # a loader bug: see _loader_bug
@@ -97,11 +97,18 @@ def _loader_bug(path: Path, exc: Exception) -> FileProblem:
 
 def check_file(path: Path) -> list[FileProblem]:
     """Every problem in one rule file, in file order; an empty list means it is good."""
+    return check_and_load(path)[0]
+
+
+def check_and_load(path: Path) -> tuple[list[FileProblem], RuleSet | None]:
+    """``check_file``'s problems and, for a decision file with none, its RuleSet: a file is
+    read, scanned and parsed once for both."""
     loaded = load_checked(path)
     problems = list(loaded.problems)
     if loaded.ruleset is not None:
         problems += ruleset_problems(loaded.ruleset, loaded.data)
-    return sorted(problems, key=lambda p: (p.line, p.col))
+    problems.sort(key=lambda p: (p.line, p.col))
+    return problems, loaded.ruleset if not problems else None
 
 
 def check_dir(directory: Path) -> dict[Path, list[FileProblem]]:

@@ -183,16 +183,19 @@ class RuleSet:
     days_off: Mapping[str, frozenset[date]] = field(default_factory=dict)  # calendar -> holidays
 
 
-def load_ruleset(path: Path, text: str | None = None, data: Any = None) -> RuleSet:
+def load_ruleset(
+    path: Path, text: str | None = None, data: Any = None, raw: bytes | None = None
+) -> RuleSet:
     """Parse, validate and compile one rule file, or raise FileError listing every problem.
-    ``data``: the file already parsed from ``text`` (the checker parses once, not twice)."""
+    ``data``: the file already parsed from ``text`` (the checker parses once, not twice);
+    ``raw``: the bytes ``text`` was decoded from (the version is their digest)."""
     if text is None:
         try:
             raw = path.read_bytes()
         except OSError as exc:
             raise FileError([FileProblem(str(path), 1, 1, f"cannot read the file: {exc}")]) from exc
         text = raw.decode("utf-8", errors="replace")
-    else:
+    elif raw is None:
         raw = text.encode()
     if data is None:
         data = parse_yaml(path, text)

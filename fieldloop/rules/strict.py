@@ -49,6 +49,12 @@ _STR = "tag:yaml.org,2002:str"
 def read_text(path: Path) -> str:
     """The file as text, reading at most MAX_BYTES + 1 bytes; FileError if it is larger, cannot
     be read or is not UTF-8."""
+    return read_source(path)[1]
+
+
+def read_source(path: Path) -> tuple[bytes, str]:
+    """The file's bytes and its text (``read_text``'s checks): the bytes are what a rule set's
+    version is the digest of."""
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_BYTES + 1)
@@ -57,7 +63,7 @@ def read_text(path: Path) -> str:
     if len(raw) > MAX_BYTES:
         raise FileError([_too_big(path)])
     try:
-        return raw.decode("utf-8-sig")
+        return raw, raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         before = raw[: exc.start]
         line = before.count(b"\n") + 1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
-from support import REPO, write_site
+from support import REPO, Processes, write_site
 
 from fieldloop.cli import main
 
@@ -81,14 +81,14 @@ def test_demo_refuses_a_taken_port_naming_it(tmp_path: Path, capsys: pytest.Capt
     assert f"127.0.0.1:{taken} is already in use" in err and "--port" in err
 
 
-def test_ctrl_c_stops_the_demo_and_frees_its_ports(tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_demo_and_frees_its_ports(processes: Processes, tmp_path: Path) -> None:
     import signal
     import socket
     import time
 
     sim, http, mqtt = free_port(), free_port(), free_port()
     site = write_site(tmp_path, port=sim, site="demo-site", poll_interval=0.5)
-    proc = subprocess.Popen(
+    proc = processes.popen(
         [sys.executable, "-m", "fieldloop.cli", "demo", "--site", str(site), "--port", str(http),
          "--broker-port", str(mqtt), "--data-dir", str(tmp_path / "data")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,

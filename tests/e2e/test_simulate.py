@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, free_port
 from pymodbus.client import ModbusTcpClient
+from support import Processes
 
 from fieldloop.cli import main
 from fieldloop.registers import decode
@@ -65,13 +66,15 @@ def discharge(port: int, unit: int) -> float:
         return float(decode(rr.registers, "float32"))  # type: ignore[arg-type]
 
 
-def test_simulate_a_site_from_a_scenario_file_with_ground_truth(tmp_path: Path) -> None:
+def test_simulate_a_site_from_a_scenario_file_with_ground_truth(
+    processes: Processes, tmp_path: Path
+) -> None:
     shared, own = free_port(), free_port()
     site = write_site(tmp_path, shared, own)
     scenario = tmp_path / "scenario.yaml"
     scenario.write_text(SCENARIO.replace("to: 10h}", "to: 11h}"), encoding="utf-8")
     truth = tmp_path / "truth.jsonl"
-    proc = subprocess.Popen(
+    proc = processes.popen(
         [sys.executable, "-m", "fieldloop.cli", "simulate", "--site", str(site), "--scenario",
          str(scenario), "--truth", str(truth), "--seed", "7"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 from sqlalchemy import select
-from support import central_up, eventually, spawn_fieldloop, write_rules, write_site
+from support import Processes, central_up, eventually, write_rules, write_site
 
 from central.storage.db import make_engine
 from central.storage.models import EdgeEvent, Ticket
@@ -29,7 +29,7 @@ EPISODES = 6
 
 
 async def test_events_survive_a_killed_central_exactly_once(
-    mosquitto: str, db_url: str, topics: Topics, tmp_path: Path
+    processes: Processes, mosquitto: str, db_url: str, topics: Topics, tmp_path: Path
 ) -> None:
     http_port, sim_port = free_port(), free_port()
     site = load_site(write_site(tmp_path, port=sim_port, poll_interval=0.05))
@@ -41,7 +41,7 @@ async def test_events_survive_a_killed_central_exactly_once(
     env = {"FIELDLOOP_CONSUMER_CLIENT_ID": f"central-{topics.root}"}
 
     async def start_central(log: str) -> object:
-        proc = spawn_fieldloop(central_args, tmp_path / log, env)
+        proc = processes.fieldloop(central_args, tmp_path / log, env)
         await central_up(http_port, within=30)
         return proc
 

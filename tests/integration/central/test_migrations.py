@@ -46,14 +46,14 @@ def test_downgrade_to_base_removes_everything(any_store_url: str) -> None:
         engine.dispose()
 
 
-def test_0003_anchors_the_history_written_before_it(db_url: str) -> None:
+def test_0003_anchors_the_history_written_before_it(empty_db_url: str) -> None:
     """Tickets from before the anchor columns get their chain's current end as their anchor,
     so `audit verify` holds them to it from then on."""
     from datetime import UTC, datetime
 
     from sqlalchemy import text
 
-    engine = make_engine(db_url)
+    engine = make_engine(empty_db_url)
     try:
         migrate(engine, "0002")
         at = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)

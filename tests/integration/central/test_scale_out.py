@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 from sqlalchemy import select
-from support import central_up, eventually, spawn_fieldloop, write_rules, write_site
+from support import Processes, central_up, eventually, write_rules, write_site
 
 from central.storage.db import make_engine, migrate
 from central.storage.models import EdgeEvent, Ticket
@@ -31,7 +31,7 @@ EPISODES = 8
 
 
 async def test_three_centrals_split_the_traffic_and_survive_a_kill(
-    mosquitto: str, pg_url: str, topics: Topics, tmp_path: Path
+    processes: Processes, mosquitto: str, pg_url: str, topics: Topics, tmp_path: Path
 ) -> None:
     sim_port = free_port()
     ports = [free_port() for _ in range(3)]
@@ -49,7 +49,7 @@ async def test_three_centrals_split_the_traffic_and_survive_a_kill(
         }
         args = ["central", "--db", pg_url, "--broker", mosquitto, "--port", str(port),
                 "--topic-root", topics.root]  # fmt: skip
-        procs.append(spawn_fieldloop(args, tmp_path / f"central{i}.log", env))
+        procs.append(processes.fieldloop(args, tmp_path / f"central{i}.log", env))
     try:
         for port in ports:
             await central_up(port)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 from sqlalchemy import func, select
-from support import central_up, eventually, spawn_fieldloop
+from support import Processes, central_up, eventually
 
 from central.domain.intake import TicketRequest
 from central.services.intake import create_ticket
@@ -48,7 +48,7 @@ rules:
 
 
 async def test_three_centrals_fire_each_timer_once_with_one_killed(
-    pg_url: str, tmp_path: Path
+    processes: Processes, pg_url: str, tmp_path: Path
 ) -> None:
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
@@ -67,7 +67,7 @@ async def test_three_centrals_fire_each_timer_once_with_one_killed(
     }
     ports = [free_port() for _ in range(3)]
     procs = [
-        spawn_fieldloop(["central", "--db", pg_url, "--port", str(p), "--broker", ""],
+        processes.fieldloop(["central", "--db", pg_url, "--port", str(p), "--broker", ""],
                         tmp_path / f"central{i}.log", env)
         for i, p in enumerate(ports)
     ]  # fmt: skip

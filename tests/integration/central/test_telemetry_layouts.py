@@ -246,8 +246,8 @@ def test_a_failed_write_leaves_nothing_half_done(db_url: str) -> None:
         engine.dispose()
 
 
-def test_readings_stored_before_the_store_are_moved_into_it(db_url: str) -> None:
-    engine = make_engine(db_url)
+def test_readings_stored_before_the_store_are_moved_into_it(empty_db_url: str) -> None:
+    engine = make_engine(empty_db_url)
     try:
         migrate(engine, "0008")
         with engine.begin() as conn:

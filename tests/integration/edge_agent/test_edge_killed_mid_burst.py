@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 from sqlalchemy import select
-from support import REPO, eventually, outbox_rows, spawn_fieldloop, write_rules, write_site
+from support import REPO, Processes, eventually, outbox_rows, write_rules, write_site
 
 from central.server import CentralServer
 from central.settings import Settings
@@ -32,7 +32,7 @@ STARTUP = 2.5  # a restarted agent is polling again within this
 
 
 async def test_every_emitted_event_arrives_once_across_sigkills(
-    mosquitto: str, sqlite_url: str, topics: Topics, tmp_path: Path
+    processes: Processes, mosquitto: str, sqlite_url: str, topics: Topics, tmp_path: Path
 ) -> None:
     sim_port = free_port()
     site = write_site(tmp_path, port=sim_port, poll_interval=0.05)
@@ -55,7 +55,7 @@ async def test_every_emitted_event_arrives_once_across_sigkills(
     try:
         async with ModbusSimulator([device], "127.0.0.1", sim_port):
             device.started_at = device.clock()  # scenario time 0 == t0
-            edge = spawn_fieldloop(args, tmp_path / "edge.log")
+            edge = processes.fieldloop(args, tmp_path / "edge.log")
             started = 0.0
             for kill_at in KILLS_AT:
                 await asyncio.sleep(kill_at - (time.monotonic() - t0))
@@ -64,7 +64,7 @@ async def test_every_emitted_event_arrives_once_across_sigkills(
                 uptime.append((started + STARTUP, time.monotonic() - t0))
                 await asyncio.sleep(DOWN_FOR)
                 started = time.monotonic() - t0
-                edge = spawn_fieldloop(args, tmp_path / "edge.log")
+                edge = processes.fieldloop(args, tmp_path / "edge.log")
             await asyncio.sleep(PERIOD * EPISODES - (time.monotonic() - t0))
             try:
 

@@ -16,9 +16,9 @@ from conftest import free_port
 from pymodbus.client import AsyncModbusTcpClient
 from support import (
     REPO,
+    Processes,
     eventually,
     outbox_rows,
-    spawn_fieldloop,
     write_multi_site,
     write_rules,
     write_site,
@@ -36,14 +36,18 @@ pytestmark = pytest.mark.integration
 
 
 async def test_sigterm_stops_cleanly_and_status_tells_the_technician(
-    mosquitto: str, topics: Topics, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    processes: Processes,
+    mosquitto: str,
+    topics: Topics,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     port = free_port()
     site = write_site(tmp_path, port=port, poll_interval=0.1)
     data = tmp_path / "edge"
     device = SimulatedDevice(load_profile(REPO / "device_profiles/chiller.yaml"), chiller_normal())
     async with ModbusSimulator([device], "127.0.0.1", port):
-        edge = spawn_fieldloop(
+        edge = processes.fieldloop(
             ["edge", "--site", str(site), "--rules", str(write_rules(tmp_path)), "--broker",
              mosquitto, "--data-dir", str(data), "--topic-root", topics.root],
             tmp_path / "edge.log",
@@ -122,7 +126,7 @@ def _online(status: Path) -> bool:
 
 
 async def test_sigterm_under_heavy_polling_always_stops_cleanly(
-    mosquitto: str, topics: Topics, tmp_path: Path
+    processes: Processes, mosquitto: str, topics: Topics, tmp_path: Path
 ) -> None:
     """20 devices polled every 20 ms (1,000 Modbus answers a second in flight): a SIGTERM lands
     while answers and publishes are being awaited, where Python 3.11's wait_for can swallow it.
@@ -142,7 +146,7 @@ async def test_sigterm_under_heavy_polling_always_stops_cleanly(
             status = data / "status.json"
             status.unlink(missing_ok=True)
             log = tmp_path / f"edge-{run}.log"
-            edge = spawn_fieldloop(
+            edge = processes.fieldloop(
                 ["edge", "--site", str(site), "--rules", str(write_rules(tmp_path)), "--broker",
                  mosquitto, "--data-dir", str(data), "--topic-root", topics.root],
                 log,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 from sqlalchemy import select
-from support import REPO, eventually, outbox_rows, spawn_fieldloop, write_rules, write_site
+from support import REPO, Processes, eventually, outbox_rows, write_rules, write_site
 
 from central.server import CentralServer
 from central.settings import Settings
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_killed_edge_resends_unacked_event_after_restart(
-    mosquitto: str, db_url: str, topics: Topics, tmp_path: Path
+    processes: Processes, mosquitto: str, db_url: str, topics: Topics, tmp_path: Path
 ) -> None:
     sim_port = free_port()
     site = write_site(tmp_path, port=sim_port, poll_interval=0.05)
@@ -40,7 +40,7 @@ async def test_killed_edge_resends_unacked_event_after_restart(
 
     async with ModbusSimulator([device], "127.0.0.1", sim_port):
         # 1. no central yet: the edge detects, stores and publishes, and nobody acks
-        edge = spawn_fieldloop(edge_args, tmp_path / "edge1.log")
+        edge = processes.fieldloop(edge_args, tmp_path / "edge1.log")
         try:
 
             async def stored() -> bool:
@@ -64,7 +64,7 @@ async def test_killed_edge_resends_unacked_event_after_restart(
             )
         )
         await central.start()
-        edge = spawn_fieldloop(edge_args, tmp_path / "edge2.log")
+        edge = processes.fieldloop(edge_args, tmp_path / "edge2.log")
         try:
 
             async def drained() -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from conftest import _wait_port, free_port
+from support import Processes
 
 from fieldloop.brokers import client_kwargs, parse_broker_url
 
@@ -66,13 +67,13 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
         f"log_dest file {d / 'mosquitto.log'}\n",
         encoding="utf-8",
     )
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)])
+    owned = Processes()  # module-scoped: one broker for the module's tests
     try:
+        owned.popen(["mosquitto", "-c", str(conf)])
         _wait_port(port, "the TLS mosquitto")
         yield TlsBroker(port, d)
     finally:
-        proc.kill()
-        proc.wait(10)
+        owned.close()
 
 
 async def _round_trip(url: str) -> bytes:

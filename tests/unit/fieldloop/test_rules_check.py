@@ -462,7 +462,7 @@ def test_every_engine_is_asked_and_named(tmp_path: Path) -> None:
 def test_a_loader_bug_is_a_problem_not_a_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(path: Path, text: str | None = None, data: Any = None) -> Any:
+    def broken(path: Path, *_: Any) -> Any:
         raise IndexError("list index out of range")
 
     monkeypatch.setattr("fieldloop.rules.check.load_ruleset", broken)
