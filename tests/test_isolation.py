@@ -4,8 +4,10 @@ with this suite's conftest and settings (warnings are errors, the per-test timeo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -88,10 +90,8 @@ def _run(pytester: pytest.Pytester, *, owned: bool) -> pytest.RunResult:
     finally:
         del os.environ["ISOLATION_PIDS"]
         for pid in map(int, pids.read_text().split()):
-            try:
-                os.kill(pid, 9)  # the control case leaves them behind: never past this test
-            except ProcessLookupError:
-                pass
+            with contextlib.suppress(ProcessLookupError):  # the control case leaves them behind
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.timeout(150)  # two inner pytest runs, each with a 5 s hang in it
