@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 # A child that says it is up, then runs for ten minutes unless it is killed.
 CHILD = "import sys, time; print('up', flush=True); time.sleep(600)"
 
-SUITE = '''
+SUITE = """
 import gc, os, signal, subprocess, sys, time, warnings
 from pathlib import Path
 
@@ -70,7 +70,7 @@ def test_3_the_processes_are_gone_and_nothing_is_left_to_warn(processes):
 def test_4_an_ordinary_test_after_them():
     gc.collect()
     assert sum(range(10)) == 45
-'''
+"""
 
 
 def _run(pytester: pytest.Pytester, *, owned: bool) -> pytest.RunResult:
