@@ -675,7 +675,7 @@ async def measure_agent(
             central = Child(
                 "central",
                 python_argv(
-                    "-m", "fieldloop.cli", "central",
+                    "-m", "fieldloop", "central",
                     "--db", f"sqlite:///{tmp / 'central.db'}",
                     "--broker", opts.broker,
                     "--port", str(http_port),
@@ -709,7 +709,7 @@ async def measure_agent(
         agent = Child(
             "edge agent",
             python_argv(
-                "-m", "fieldloop.cli", "edge",
+                "-m", "fieldloop", "edge",
                 "--site", str(site_path),
                 "--rules", str(rules_path),
                 "--broker", opts.broker,

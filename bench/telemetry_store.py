@@ -203,7 +203,7 @@ async def start_central(
     child = Child(
         name,
         python_argv(
-            "-m", "fieldloop.cli", "central", "--db", db_url, "--broker", broker,
+            "-m", "fieldloop", "central", "--db", db_url, "--broker", broker,
             "--port", str(port), "--topic-root", root,
         ),
         log,

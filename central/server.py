@@ -69,13 +69,20 @@ class CentralServer:
         if live is not None:
             self._reload = asyncio.ensure_future(asyncio.to_thread(live.reload))
 
-    async def serve(self) -> None:
+    def request_stop(self) -> None:
+        """Shut down gracefully: in-flight requests finish, then the workers stop (a stop asked
+        for during start-up takes effect as soon as start-up is done)."""
+        self._server.should_exit = True
+
+    async def serve(self, *, stop_signals: bool = True) -> None:
         """Run as the process's main job: SIGINT/SIGTERM shut down gracefully (a second one
-        forces it), so systemd's stop finishes in-flight requests and the consumer's work."""
+        forces it), so systemd's stop finishes in-flight requests and the consumer's work.
+        ``stop_signals=False``: the caller handles them and calls ``request_stop``."""
         await ensure_port_free(self.settings.host, self.settings.port, "pass another --port")
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._server.handle_exit, sig, None)
+        if stop_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._server.handle_exit, sig, None)
         # SIGHUP (systemctl reload): read the rules again; a bad set is rejected and logged
         loop.add_signal_handler(signal.SIGHUP, self._reload_rules)
         await self._server.serve()

@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 
 from fieldloop import __version__, logs
 from fieldloop.net import PortInUseError
+from fieldloop.stopping import STOP, Stopped, until_stopped
 from fieldloop.yamlfile import FileError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -333,7 +333,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         topic_root=args.topic_root,
         timeout=args.timeout,
     )
-    return asyncio.run(run_demo(opts))
+    return asyncio.run(until_stopped(run_demo(opts)))
 
 
 def cmd_central(args: argparse.Namespace) -> int:
@@ -347,7 +347,15 @@ def cmd_central(args: argparse.Namespace) -> int:
         port=args.port,
         topic_root=args.topic_root,
     )
-    asyncio.run(CentralServer(settings).serve())
+    server = CentralServer(settings)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        # a stop signal: uvicorn's graceful shutdown (requests finished, workers stopped)
+        with STOP.graceful(lambda: loop.call_soon_threadsafe(server.request_stop)):
+            await server.serve(stop_signals=not STOP.installed)
+
+    asyncio.run(serve())
     return 0
 
 
@@ -369,14 +377,11 @@ def cmd_edge(args: argparse.Namespace) -> int:
     async def run() -> None:
         # built inside the loop: the Modbus clients bind to the running loop
         agent = EdgeAgent(site, rules, broker, Path(args.data_dir), topics=Topics(args.topic_root))
-        main = asyncio.current_task()
-        assert main is not None
-        # SIGTERM (systemd stop) ends like Ctrl-C: the agent flushes and saves before exiting
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await agent.run()
+        await agent.run()
 
-    asyncio.run(run())
+    # SIGTERM (systemd stop) and Ctrl-C: the agent flushes and saves before exiting, status 0
+    with contextlib.suppress(Stopped):
+        asyncio.run(until_stopped(run()))
     return 0
 
 
@@ -403,7 +408,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 print(f"ground truth of the injected faults: {truth}", flush=True)
             await asyncio.Event().wait()
 
-    asyncio.run(serve())
+    asyncio.run(until_stopped(serve()))
     return 0
 
 
@@ -588,6 +593,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+SERVICES = ("central", "edge")  # long-running: a requested stop, even during start-up, exits 0
+
+
 def _settings_problems(exc: ValidationError) -> str:
     """One line per wrong setting, without the value (a URL's password, a secret)."""
     lines = []
@@ -600,8 +608,12 @@ def _settings_problems(exc: ValidationError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logs.setup(args.log_level, args.log_format)
+    try:
+        args = build_parser().parse_args(argv)
+        logs.setup(args.log_level, args.log_format)
+    except KeyboardInterrupt:
+        words = list(sys.argv[1:] if argv is None else argv)
+        return _stopped(words[0] if words else "")
     try:
         return COMMANDS[args.command](args)
     except FileError as exc:
@@ -613,10 +625,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PortInUseError, ValueError) as exc:  # bad settings: say what, not a traceback
         print(f"fieldloop {args.command}: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"fieldloop {args.command}: stopped", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Stopped):
+        return _stopped(args.command)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _stopped(command: str) -> int:
+    print(f"fieldloop {command}: stopped", file=sys.stderr)
+    if command in SERVICES and STOP.requested:
+        return 0  # a service asked to stop has stopped: a clean exit for systemd
+    return STOP.exit_code  # 130 after Ctrl-C, 143 after SIGTERM
+
+
+if __name__ == "__main__":  # python -m fieldloop.cli: as python -m fieldloop, signals taken later
+    from fieldloop.__main__ import main as launch
+
+    sys.exit(launch())

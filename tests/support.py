@@ -249,7 +249,7 @@ class Processes:
         """``fieldloop ARGS`` as a real process (so a test can kill -9 it), output to ``log``."""
         with log.open("ab") as handle:  # the child keeps its own descriptor
             return self.popen(
-                [sys.executable, "-m", "fieldloop.cli", *args],
+                [sys.executable, "-m", "fieldloop", *args],
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},

@@ -56,7 +56,7 @@ def test_demo_check_real_mosquitto_and_postgresql(
 ) -> None:
     site = write_site(tmp_path, port=free_port(), site="demo-site", poll_interval=0.5)
     r = subprocess.run(
-        [sys.executable, "-m", "fieldloop.cli", "demo", "--check", "--broker", mosquitto,
+        [sys.executable, "-m", "fieldloop", "demo", "--check", "--broker", mosquitto,
          "--db", pg_url, "--site", str(site), "--port", str(free_port()),
          "--topic-root", f"e2e-{tmp_path.name}"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
@@ -89,7 +89,7 @@ def test_ctrl_c_stops_the_demo_and_frees_its_ports(processes: Processes, tmp_pat
     sim, http, mqtt = free_port(), free_port(), free_port()
     site = write_site(tmp_path, port=sim, site="demo-site", poll_interval=0.5)
     proc = processes.popen(
-        [sys.executable, "-m", "fieldloop.cli", "demo", "--site", str(site), "--port", str(http),
+        [sys.executable, "-m", "fieldloop", "demo", "--site", str(site), "--port", str(http),
          "--broker-port", str(mqtt), "--data-dir", str(tmp_path / "data")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
     )  # fmt: skip

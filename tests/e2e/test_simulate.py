@@ -75,7 +75,7 @@ def test_simulate_a_site_from_a_scenario_file_with_ground_truth(
     scenario.write_text(SCENARIO.replace("to: 10h}", "to: 11h}"), encoding="utf-8")
     truth = tmp_path / "truth.jsonl"
     proc = processes.popen(
-        [sys.executable, "-m", "fieldloop.cli", "simulate", "--site", str(site), "--scenario",
+        [sys.executable, "-m", "fieldloop", "simulate", "--site", str(site), "--scenario",
          str(scenario), "--truth", str(truth), "--seed", "7"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
     )  # fmt: skip
