@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -68,8 +68,10 @@ class NotificationSender:
         webhooks: Sequence[Webhook] = (),
         client_id: str = "fieldloop-central-notify",
         every: float = 0.5,
+        clock: Callable[[], datetime] = _now,
     ) -> None:
         self.sessions = sessions
+        self.clock = clock  # when rows are due and retried (a test moves it)
         self.broker = broker
         self.topics = topics
         self.webhooks = tuple(webhooks)
@@ -78,14 +80,14 @@ class NotificationSender:
         self.sent = 0
 
     def _lease(self) -> list[dict[str, object]]:
-        now = _now()
+        now = self.clock()
         with self.sessions() as s, s.begin():
             rows = notifications.due(s, now)
             notifications.lease(rows, now, LEASE)
             return [_message(r) for r in rows]
 
     def _settle(self, ok: list[int], failed: dict[int, str]) -> None:
-        now = _now()
+        now = self.clock()
         with self.sessions() as s, s.begin():
             notifications.delivered(s, ok, now)
             for nid, error in failed.items():

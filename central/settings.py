@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         "in each (MQTT 5 shared subscriptions, $share/<group>/...; Mosquitto 2 or any MQTT 5 "
         "broker). Empty: one central, with a persistent session of its own",
     )
+    broker_reconnect_max: float = Field(
+        30.0, gt=0, le=600,
+        description="longest wait, seconds, between attempts to reach the broker (the wait "
+        "doubles from 0.5 s after each failure)",
+    )  # fmt: skip
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     migrate_on_start: bool = True

@@ -72,6 +72,7 @@ class EdgeAgent:
         status_interval: float = 5.0,
         clock: Callable[[], datetime] = utcnow,
         on_ack: Callable[[Ack], None] | None = None,
+        reconnect_max: float = 30.0,
     ) -> None:
         check_rules_against_site(rules, site)
         self.site = site
@@ -114,6 +115,7 @@ class EdgeAgent:
             window=window,
             on_ack=self._acked if on_ack is None else _chain(self._acked, on_ack),
             status=self.status_fields,
+            reconnect_max=reconnect_max,
         )
         self.modbus = [
             ModbusCollector(

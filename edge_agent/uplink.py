@@ -39,8 +39,10 @@ class Uplink:
         on_ack: Callable[[Ack], None] | None = None,
         client_id: str | None = None,
         status: Callable[[], dict[str, object]] | None = None,
+        reconnect_max: float = 30.0,
     ) -> None:
         self.site = site
+        self.reconnect_max = reconnect_max  # the longest wait between attempts to reconnect
         self.broker = broker
         self.outbox = outbox
         self.topics = topics or Topics()
@@ -65,7 +67,7 @@ class Uplink:
         self._wake.set()
 
     async def run(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(cap=self.reconnect_max)
         failing = False
         while True:
             try:

@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(edge, "--broker", "BROKER_URL", "mqtt://127.0.0.1:1883", "MQTT broker URL")
     _flag(edge, "--data-dir", "DATA_DIR", "data/edge", "where the outbox lives")
     _flag(edge, "--topic-root", "TOPIC_ROOT", "fieldloop", "first segment of every MQTT topic")
+    _flag(
+        edge, "--reconnect-max", "RECONNECT_MAX", "30",
+        "longest wait, seconds, between attempts to reach the broker (the wait doubles from 0.5)",
+        type=_positive,
+    )  # fmt: skip
 
     sim = sub.add_parser("simulate", help="serve a site's devices from their profiles")
     _flag(sim, "--site", "SITE", None, "site file whose devices to simulate")
@@ -376,7 +381,10 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         # built inside the loop: the Modbus clients bind to the running loop
-        agent = EdgeAgent(site, rules, broker, Path(args.data_dir), topics=Topics(args.topic_root))
+        agent = EdgeAgent(
+            site, rules, broker, Path(args.data_dir), topics=Topics(args.topic_root),
+            reconnect_max=args.reconnect_max,
+        )  # fmt: skip
         await agent.run()
 
     # SIGTERM (systemd stop) and Ctrl-C: the agent flushes and saves before exiting, status 0

@@ -148,6 +148,7 @@ def create_app(
                 policy=policy,
                 group=settings.consumer_group,
                 screening=screening,
+                reconnect_max=settings.broker_reconnect_max,
             )
             app.state.consumer = consumer
             task = asyncio.create_task(consumer.run(), name="edge-event-consumer")

@@ -73,6 +73,7 @@ class EventConsumer:
         policy: IngestPolicy = DEFAULT_POLICY,
         group: str = "",
         screening: Screening = DEFAULT_SCREENING,
+        reconnect_max: float = 30.0,
     ) -> None:
         if max_burst < 1:
             raise ValueError(
@@ -82,6 +83,7 @@ class EventConsumer:
         self.sessions = sessions
         self.topics = topics or Topics()
         self.client_id = client_id
+        self.reconnect_max = reconnect_max  # the longest wait between attempts to reconnect
         self.on_outcome = on_outcome
         self.clock = clock
         self.max_burst = max_burst
@@ -94,7 +96,7 @@ class EventConsumer:
         self.dead_lettered = 0
 
     async def run(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(cap=self.reconnect_max)
         failing = False
         while True:
             try:

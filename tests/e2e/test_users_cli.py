@@ -102,7 +102,7 @@ def test_the_first_admin_is_added_from_stdin_and_signs_in_through_the_api(
     assert PASSWORD not in admin.password_hash
     assert stored_tokens(db_url) == []
 
-    with TestClient(create_app(Settings(db_url=db_url, broker_url=None))) as client:
+    with TestClient(create_app(Settings(db_url=db_url, broker_url=None, workers=False))) as client:
         wrong = client.post("/auth/token", json={"username": "admin", "password": "not it at all"})
         assert wrong.status_code == 401
         r = client.post("/auth/token", json={"username": "admin", "password": PASSWORD})
@@ -144,7 +144,7 @@ def test_a_device_needs_a_site_and_gets_a_token_confined_to_it(
     device = stored_users(db_url)["edge-1"]
     assert (device.role, device.site, device.password_hash) == ("device", "plant-1", None)
 
-    with TestClient(create_app(Settings(db_url=db_url, broker_url=None))) as client:
+    with TestClient(create_app(Settings(db_url=db_url, broker_url=None, workers=False))) as client:
         me = client.get("/me", headers=bearer(token))
         assert me.status_code == 200, me.text
         assert (me.json()["username"], me.json()["role"], me.json()["site"]) == (
@@ -200,7 +200,7 @@ def test_users_token_prints_a_new_token_and_refuses_unknown_users(
     tokens = stored_tokens(db_url)
     assert [t.label for t in tokens] == [None, "gw-01"]
 
-    with TestClient(create_app(Settings(db_url=db_url, broker_url=None))) as client:
+    with TestClient(create_app(Settings(db_url=db_url, broker_url=None, workers=False))) as client:
         for token in (first, second):  # a new token does not revoke the old one
             me = client.get("/me", headers=bearer(token))
             assert me.status_code == 200 and me.json()["username"] == "edge-1", me.text

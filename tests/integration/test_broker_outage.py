@@ -40,12 +40,12 @@ async def test_nothing_lost_or_duplicated_across_a_30s_broker_outage(
     device = SimulatedDevice(site.profiles["chiller"], chiller_normal())
     central = CentralServer(
         Settings(db_url=db_url, broker_url=broker.url, port=free_port(), topic_root=topics.root,
-                 consumer_client_id=f"central-{topics.root}")
+                 consumer_client_id=f"central-{topics.root}", broker_reconnect_max=2.0)
     )  # fmt: skip
     await central.start()
     agent = EdgeAgent(
         site, rules, parse_broker_url(broker.url), tmp_path / "edge", topics=topics,
-        resend_after=2.0,
+        resend_after=2.0, reconnect_max=2.0,  # back within 2 s of the broker, not up to 30
     )  # fmt: skip
 
     async def episode(n: int) -> None:

@@ -36,7 +36,7 @@ REPORT = {
 
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
-    app = create_app(Settings(db_url=db_url, broker_url=None))
+    app = create_app(Settings(db_url=db_url, broker_url=None, workers=False))
     with TestClient(app) as c:
         c.people = add_people(app.state.sessions)  # type: ignore[attr-defined]
         yield c

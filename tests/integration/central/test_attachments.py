@@ -117,7 +117,7 @@ def _route_paths(routes: Iterable[Any]) -> Iterator[str]:
 
 
 def build_app(db_url: str) -> FastAPI:
-    app = create_app(Settings(db_url=db_url, broker_url=None))
+    app = create_app(Settings(db_url=db_url, broker_url=None, workers=False))
     if "/tickets/{ticket_id}/attachments" not in set(_route_paths(app.routes)):
         app.include_router(router)
     return app

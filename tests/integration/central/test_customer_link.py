@@ -82,7 +82,7 @@ class Api:
 @pytest.fixture
 def api(db_url: str) -> Iterator[Api]:
     # no decision rules: these tests are about intake, not classification
-    app = create_app(Settings(db_url=db_url, broker_url=None, rules_dir=None))
+    app = create_app(Settings(db_url=db_url, broker_url=None, rules_dir=None, workers=False))
     with TestClient(app) as client:
         yield Api(client, add_people(app.state.sessions))
 

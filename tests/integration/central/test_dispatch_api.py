@@ -6,6 +6,7 @@ delivered (and retried) to a real HTTP receiver."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from conftest import free_port
 from fastapi.testclient import TestClient
@@ -49,6 +51,7 @@ def _settings(db_url: str, **over: Any) -> Settings:
     values: dict[str, Any] = {
         "db_url": db_url, "broker_url": None, "topic_root": root,
         "consumer_client_id": f"central-{root}", "rules_engine": "reference",
+        "workers": False,  # the tests that need the sender or the sweeper say so
     }  # fmt: skip
     values.update(over)
     return Settings(**values)
@@ -760,7 +763,7 @@ def receiver() -> Iterator[Receiver]:
 def hooked(db_url: str, receiver: Receiver) -> Iterator[TestClient]:
     """Central telling the receiver of every notification, signed with s3cret."""
     yield from _start(
-        _settings(db_url, notify_webhooks=[{"url": receiver.url, "secret": "s3cret"}])
+        _settings(db_url, notify_webhooks=[{"url": receiver.url, "secret": "s3cret"}], workers=True)
     )
 
 
@@ -800,27 +803,51 @@ def failing_receiver(receiver: Receiver) -> Receiver:
     return receiver
 
 
+@pytest.fixture
+def hooked_by_hand(db_url: str, receiver: Receiver) -> Iterator[TestClient]:
+    """As ``hooked``, with no sender running: the test sends, on a clock it moves."""
+    yield from _start(
+        _settings(
+            db_url, notify_webhooks=[{"url": receiver.url, "secret": "s3cret"}], workers=False
+        )
+    )
+
+
 def test_a_failing_webhook_is_retried_until_delivered(
-    failing_receiver: Receiver, hooked: TestClient
+    failing_receiver: Receiver, hooked_by_hand: TestClient
 ) -> None:
-    c, receiver = hooked, failing_receiver
+    c, receiver = hooked_by_hand, failing_receiver
     put_engineer(c, "eng.li", engineer("Li Wei", 1.0))
     report(c)
     (offer,) = c.get("/me/notifications", headers=h(c, "eng.li")).json()
     nid = offer["id"]
+    sender = c.app.state.notification_sender  # type: ignore[attr-defined]
+    t0 = datetime.now(UTC)
 
-    failed = _wait(lambda: (r := _row(c, nid)).last_error and r, 10, "a failed attempt")
-    assert failed.delivered_at is None and failed.attempts >= 1
+    async def send() -> int:
+        async with httpx.AsyncClient(timeout=10) as http:
+            return await sender.send_batch(None, http)
+
+    def send_at(seconds: float) -> int:
+        sender.clock = lambda: t0 + timedelta(seconds=seconds)
+        return asyncio.run(send())
+
+    assert send_at(0) == 1  # the first attempt: 500
+    failed = _row(c, nid)
+    assert failed.delivered_at is None and failed.attempts == 1
     assert "500" in failed.last_error
-    done = _wait(lambda: (r := _row(c, nid)).delivered_at and r, 20, "the retried delivery")
+    assert send_at(0.9) == 0  # retried after 1 s ...
+    assert send_at(1.0) == 1  # ... and fails again: 500
+    assert send_at(2.9) == 0  # then after 2 s ...
+    assert send_at(3.0) == 1  # ... delivered
+    done = _row(c, nid)
+    assert done.delivered_at is not None
     assert done.attempts == 3 and "500" in (done.last_error or "")
     assert len(receiver.requests) == 3
-    times = [at for at, _, _ in receiver.requests]
-    assert times[1] - times[0] >= 0.9 and times[2] - times[1] >= 1.9  # 1 s, then 2 s
     bodies = {body for _, _, body in receiver.requests}
     assert len(bodies) == 1  # the same message each time
     for at, headers, body in receiver.requests:
         assert headers["FieldLoop-Delivery"] == str(nid)
         verify(headers[HEADER], f"{nid}.".encode() + body, ["s3cret"], now=at)
-    time.sleep(1.5)
-    assert len(receiver.requests) == 3  # delivered: not sent again
+    assert send_at(3600) == 0  # delivered: not sent again
+    assert len(receiver.requests) == 3

@@ -50,7 +50,9 @@ def app_client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
     for name in ("classification.yaml", "priority.yaml"):
         shutil.copy(REPO / "rules" / name, rules / name)
     (rules / "dispatch.yaml").write_text(DISPATCH, encoding="utf-8")
-    settings = Settings(db_url=db_url, broker_url=None, rules_dir=rules, rules_engine="reference")
+    settings = Settings(
+        db_url=db_url, broker_url=None, rules_dir=rules, rules_engine="reference", workers=False
+    )
     app = create_app(settings)
     with TestClient(app) as c:
         people = {n: Role.engineer for n in ENGINEERS}

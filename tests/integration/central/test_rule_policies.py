@@ -96,7 +96,7 @@ ZONE = "Asia/Shanghai"
 def client(db_url: str, rules_dir: Path, request: pytest.FixtureRequest) -> Iterator[TestClient]:
     settings = Settings(
         db_url=db_url, broker_url=None, rules_dir=rules_dir, rules_engine=request.param,
-        timezone=ZONE,
+        timezone=ZONE, workers=False,
     )  # fmt: skip
     app = create_app(settings)
     with TestClient(app) as c:

@@ -60,7 +60,7 @@ def client(db_url: str, tmp_path: Path) -> Iterator[TestClient]:
         shutil.copy(REPO / "rules" / name, rules / name)
     (rules / "sla.yaml").write_text(SLA, encoding="utf-8")
     settings = Settings(db_url=db_url, broker_url=None, rules_dir=rules, rules_engine="reference",
-                        sla_sweep_every=60)  # the test sweeps by hand  # fmt: skip
+                        workers=False)  # the test sweeps by hand  # fmt: skip
     app = create_app(settings)
     with TestClient(app) as c:
         c.people = add_people(app.state.sessions)  # type: ignore[attr-defined]

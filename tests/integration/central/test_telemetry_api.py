@@ -51,7 +51,7 @@ def client(db_url: str) -> Iterator[TestClient]:
     root = f"fltest-{uuid.uuid4().hex[:10]}"
     settings = Settings(
         db_url=db_url, broker_url=None, topic_root=root, consumer_client_id=f"central-{root}",
-        rules_engine="reference",
+        rules_engine="reference", workers=False,
     )  # fmt: skip
     app = create_app(settings)
     with TestClient(app) as c:

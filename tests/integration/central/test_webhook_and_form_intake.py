@@ -42,7 +42,7 @@ MANDATORY = {"location", "problem_type", "urgency", "description", "reporter", "
 
 def build_app(db_url: str) -> FastAPI:
     # no decision rules: these tests are about intake, not classification
-    app = create_app(Settings(db_url=db_url, broker_url=None, rules_dir=None))
+    app = create_app(Settings(db_url=db_url, broker_url=None, rules_dir=None, workers=False))
     paths = {getattr(r, "path", None) for r in app.routes}
     if "/intake/webhooks/{source}" not in paths:
         app.include_router(webhooks.router)
