@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         "longest wait, seconds, between attempts to reach the broker (the wait doubles from 0.5)",
         type=_positive,
     )  # fmt: skip
+    _flag(
+        edge, "--status-interval", "STATUS_INTERVAL", "5",
+        "seconds between refreshes of status.json and the retained status message",
+        type=_positive,
+    )  # fmt: skip
 
     sim = sub.add_parser("simulate", help="serve a site's devices from their profiles")
     _flag(sim, "--site", "SITE", None, "site file whose devices to simulate")
@@ -383,7 +388,7 @@ def cmd_edge(args: argparse.Namespace) -> int:
         # built inside the loop: the Modbus clients bind to the running loop
         agent = EdgeAgent(
             site, rules, broker, Path(args.data_dir), topics=Topics(args.topic_root),
-            reconnect_max=args.reconnect_max,
+            reconnect_max=args.reconnect_max, status_interval=args.status_interval,
         )  # fmt: skip
         await agent.run()
 

@@ -49,7 +49,8 @@ async def test_sigterm_stops_cleanly_and_status_tells_the_technician(
     async with ModbusSimulator([device], "127.0.0.1", port):
         edge = processes.fieldloop(
             ["edge", "--site", str(site), "--rules", str(write_rules(tmp_path)), "--broker",
-             mosquitto, "--data-dir", str(data), "--topic-root", topics.root],
+             mosquitto, "--data-dir", str(data), "--topic-root", topics.root,
+             "--status-interval", "0.5"],
             tmp_path / "edge.log",
         )  # fmt: skip
 
@@ -148,7 +149,8 @@ async def test_sigterm_under_heavy_polling_always_stops_cleanly(
             log = tmp_path / f"edge-{run}.log"
             edge = processes.fieldloop(
                 ["edge", "--site", str(site), "--rules", str(write_rules(tmp_path)), "--broker",
-                 mosquitto, "--data-dir", str(data), "--topic-root", topics.root],
+                 mosquitto, "--data-dir", str(data), "--topic-root", topics.root,
+                 "--status-interval", "0.5"],
                 log,
             )  # fmt: skip
 
