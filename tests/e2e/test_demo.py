@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ def test_demo_check_embedded_broker_and_sqlite(
     site = write_site(tmp_path, port=free_port(), site="demo-site", poll_interval=0.5)
     code = main(
         ["demo", "--check", "--site", str(site), "--port", str(free_port()),
-         "--broker-port", str(free_port()), "--topic-root", f"e2e-{tmp_path.name}"]
+         "--broker-port", str(free_port()), "--topic-root", f"e2e-{uuid.uuid4().hex[:10]}"]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
@@ -58,7 +59,7 @@ def test_demo_check_real_mosquitto_and_postgresql(
     r = subprocess.run(
         [sys.executable, "-m", "fieldloop", "demo", "--check", "--broker", mosquitto,
          "--db", pg_url, "--site", str(site), "--port", str(free_port()),
-         "--topic-root", f"e2e-{tmp_path.name}"],
+         "--topic-root", f"e2e-{uuid.uuid4().hex[:10]}"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -135,7 +136,7 @@ def test_central_stops_within_5s_at_any_moment(
     def start(name: str) -> tuple[Running, int]:
         port = free_port()
         args = ["central", "--db", f"sqlite:///{tmp_path / name}.db", "--port", str(port),
-                "--broker", mosquitto, "--topic-root", f"stop-{tmp_path.name}-{name}"]  # fmt: skip
+                "--broker", mosquitto, "--topic-root", f"stop-{uuid.uuid4().hex[:10]}"]  # fmt: skip
         return Running(processes, args), port
 
     # the first instant: still importing (the interpreter's own start, before any code of ours
@@ -186,11 +187,12 @@ def test_the_edge_stops_within_5s_during_start_up_and_a_backlog_flush(
     simulator.wait_for("serving 1 device(s)")
     data = tmp_path / "edge"
     outbox = data / "outbox-test-site.sqlite"
+    root = f"stop-{uuid.uuid4().hex[:10]}"
 
     def edge(broker: str) -> Running:
         return Running(processes, ["edge", "--site", str(site), "--rules",
                                    str(write_rules(tmp_path)), "--broker", broker, "--data-dir",
-                                   str(data), "--topic-root", f"stop-{tmp_path.name}"])  # fmt: skip
+                                   str(data), "--topic-root", root])  # fmt: skip
 
     # start-up: the outbox is open, the first polls are going out
     run = edge(mosquitto)
