@@ -26,7 +26,7 @@ from central.domain.signatures import HEADER, sign
 from central.services import dispatching, notifications
 from central.services.live_rules import LiveRules
 from central.storage.models import Notification
-from fieldloop.brokers import BrokerAddress, client_kwargs
+from fieldloop.brokers import BrokerAddress, client_kwargs, connected
 from fieldloop.topics import Topics
 
 log = logging.getLogger("fieldloop.central.delivery")
@@ -134,10 +134,12 @@ class NotificationSender:
                     if self.broker is None:
                         await self._loop(None, http)
                     else:
-                        async with aiomqtt.Client(
-                            **client_kwargs(self.broker),  # type: ignore[arg-type]
-                            identifier=self.client_id,
-                            clean_session=True,
+                        async with connected(
+                            aiomqtt.Client(
+                                **client_kwargs(self.broker),  # type: ignore[arg-type]
+                                identifier=self.client_id,
+                                clean_session=True,
+                            )
                         ) as client:
                             await self._loop(client, http)
                 except aiomqtt.MqttError as exc:

@@ -51,11 +51,20 @@ class CentralServer:
     async def start(self) -> None:
         await ensure_port_free(self.settings.host, self.settings.port, "pass another --port")
         self._task = asyncio.create_task(self._server.serve(), name="central-http")
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # re-raise why it could not start (port in use, bad DB URL)
-                raise RuntimeError(f"central did not start on {self.url}")
-            await asyncio.sleep(0.02)
+        try:
+            while not self._server.started:
+                if self._task.done():
+                    self._task.result()  # re-raise why it could not start (port, bad DB URL)
+                    raise RuntimeError(f"central did not start on {self.url}")
+                await asyncio.sleep(0.02)
+        except asyncio.CancelledError:
+            # stopped while starting (Ctrl-C): start-up runs to its end and uvicorn shuts down
+            # at once, rather than the lifespan being cancelled half-way (an error to uvicorn)
+            self._server.should_exit = True
+            with contextlib.suppress(Exception, SystemExit):
+                await self._task
+            self._task = None
+            raise
 
     async def stop(self) -> None:
         if self._task is None:

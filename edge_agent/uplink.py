@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from edge_agent.outbox import Outbox, OutboxRow
 from fieldloop import __version__
 from fieldloop.backoff import Backoff
-from fieldloop.brokers import BrokerAddress, client_kwargs
+from fieldloop.brokers import BrokerAddress, client_kwargs, connected
 from fieldloop.messages import Ack, SiteStatus
 from fieldloop.tasks import raise_if_cancelled
 from fieldloop.topics import Topics
@@ -91,11 +91,13 @@ class Uplink:
     async def _session(self) -> None:
         status_topic = self.topics.status(self.site)
         offline = SiteStatus(site=self.site, online=False).model_dump_json().encode()
-        async with aiomqtt.Client(
-            **client_kwargs(self.broker),  # type: ignore[arg-type]
-            identifier=self.client_id,
-            clean_session=False,  # the broker keeps acks for us while we are away
-            will=aiomqtt.Will(status_topic, offline, qos=1, retain=True),
+        async with connected(
+            aiomqtt.Client(
+                **client_kwargs(self.broker),  # type: ignore[arg-type]
+                identifier=self.client_id,
+                clean_session=False,  # the broker keeps acks for us while we are away
+                will=aiomqtt.Will(status_topic, offline, qos=1, retain=True),
+            )
         ) as client:
             # everything unacked goes out again, in order, on a new connection
             self._in_flight.clear()

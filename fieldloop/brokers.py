@@ -7,10 +7,18 @@ certificate, for a broker with ``require_certificate true``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
+import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+# an aiomqtt.Client (not imported here: the contracts need no MQTT library)
+_Client = TypeVar("_Client", bound=Any)
 
 
 @dataclass(frozen=True)
@@ -95,3 +103,24 @@ def client_kwargs(address: BrokerAddress) -> dict[str, object]:
             context.load_cert_chain(address.cert_file, address.key_file)
         kwargs["tls_context"] = context
     return kwargs
+
+
+@contextlib.asynccontextmanager
+async def connected(client: _Client) -> AsyncIterator[_Client]:
+    """``async with client`` for an aiomqtt client, safe to cancel while it connects. aiomqtt 2.5
+    cancels its connect future then, and the socket's next event calls ``exception()`` on it,
+    which asyncio logs as an error with a traceback (a Ctrl-C at start-up did that). Here a
+    cancelled connect is let finish (within the client's own timeout) and closed again before
+    the cancellation goes on."""
+    entering = asyncio.ensure_future(client.__aenter__())
+    try:
+        await asyncio.shield(entering)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await entering
+            await client.__aexit__(None, None, None)
+        raise
+    try:
+        yield client
+    finally:
+        await client.__aexit__(*sys.exc_info())

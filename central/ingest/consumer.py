@@ -33,7 +33,7 @@ from central.ingest.events import (
 )
 from central.ingest.telemetry import DEFAULT_SCREENING, Screening, store_batches
 from fieldloop.backoff import Backoff
-from fieldloop.brokers import BrokerAddress, client_kwargs
+from fieldloop.brokers import BrokerAddress, client_kwargs, connected
 from fieldloop.messages import Ack, AckResult, Event, ReceivedTelemetry, TelemetryBatch
 from fieldloop.tasks import raise_if_cancelled
 from fieldloop.topics import Topics
@@ -100,10 +100,12 @@ class EventConsumer:
         failing = False
         while True:
             try:
-                async with aiomqtt.Client(
-                    **client_kwargs(self.broker),  # type: ignore[arg-type]
-                    identifier=self.client_id,
-                    **self._session(),
+                async with connected(
+                    aiomqtt.Client(
+                        **client_kwargs(self.broker),  # type: ignore[arg-type]
+                        identifier=self.client_id,
+                        **self._session(),
+                    )
                 ) as client:
                     events, telemetry = self._filters()
                     await client.subscribe(events, qos=1)

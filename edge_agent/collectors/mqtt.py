@@ -18,7 +18,7 @@ from edge_agent.deadletters import DeadLetterFile
 from edge_agent.payloads import PayloadMapper, PayloadRejected
 from edge_agent.readings import Reading
 from fieldloop.backoff import Backoff
-from fieldloop.brokers import BrokerAddress, client_kwargs
+from fieldloop.brokers import BrokerAddress, client_kwargs, connected
 from fieldloop.profiles import DeviceInstance, DeviceProfile
 from fieldloop.tasks import raise_if_cancelled
 
@@ -73,10 +73,12 @@ class MqttCollector:
         failing = False
         while True:
             try:
-                async with aiomqtt.Client(
-                    **client_kwargs(self.broker),  # type: ignore[arg-type]
-                    identifier=self.client_id,
-                    clean_session=True,  # device readings are live data, not a backlog
+                async with connected(
+                    aiomqtt.Client(
+                        **client_kwargs(self.broker),  # type: ignore[arg-type]
+                        identifier=self.client_id,
+                        clean_session=True,  # device readings are live data, not a backlog
+                    )
                 ) as client:
                     for topic, dev in self.by_topic.items():
                         assert dev.spec.mqtt is not None

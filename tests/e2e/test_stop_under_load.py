@@ -107,6 +107,8 @@ def _assert_stopped(run: Running, sig: signal.Signals, took: float, code: int, p
 DEMO_MOMENTS = {
     # central is starting (migrations, rules) while the broker and simulator already run
     "start-up": "embedded MQTT broker",
+    # the edge agent just started, its uplink connecting to the broker
+    "edge-connecting": "edge agent for site",
     # the scripted engineer between two steps of the job
     "mid-flow": "accepted (接单)",
 }
