@@ -30,8 +30,8 @@ import time
 from fieldloop.stopping import Stopper
 stop = Stopper()
 stop.install()
-print("running", flush=True)
 try:
+    print("running", flush=True)  # inside: the signal may come the moment this is read
     time.sleep(60)
 except KeyboardInterrupt:
     print(f"unwound, exit code {stop.exit_code}", flush=True)
