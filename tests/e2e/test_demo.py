@@ -17,6 +17,7 @@ from fieldloop.cli import main
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.timeout(150)  # the whole demo to a closed ticket (--check allows 60 s)
 def test_demo_check_embedded_broker_and_sqlite(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -52,6 +53,7 @@ def test_demo_check_embedded_broker_and_sqlite(
     assert "/docs" in out and "/board" in out
 
 
+@pytest.mark.timeout(150)  # the whole demo as a process (its own limit is 120 s)
 def test_demo_check_real_mosquitto_and_postgresql(
     mosquitto: str, pg_url: str, tmp_path: Path
 ) -> None:

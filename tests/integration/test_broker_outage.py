@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 OUTAGE = 30.0
 
 
+@pytest.mark.timeout(150)  # the outage itself lasts 30 s, then the backlog drains (up to 60 s)
 async def test_nothing_lost_or_duplicated_across_a_30s_broker_outage(
     private_mosquitto: PrivateMosquitto, db_url: str, topics: Topics, tmp_path: Path
 ) -> None:

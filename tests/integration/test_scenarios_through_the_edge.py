@@ -83,6 +83,7 @@ def at(iso: str) -> datetime:
     return datetime.fromisoformat(iso)
 
 
+@pytest.mark.timeout(150)  # a scenario run in real time through the whole stack
 async def test_meter_comm_loss_is_one_episode_where_the_truth_says(
     mosquitto: str, topics: Topics, tmp_path: Path
 ) -> None:

@@ -47,6 +47,7 @@ rules:
 """
 
 
+@pytest.mark.timeout(150)  # three central processes start, one is killed, timers come due
 async def test_three_centrals_fire_each_timer_once_with_one_killed(
     processes: Processes, pg_url: str, tmp_path: Path
 ) -> None:

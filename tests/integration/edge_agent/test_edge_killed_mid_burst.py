@@ -31,6 +31,7 @@ DOWN_FOR = 1.0
 STARTUP = 2.5  # a restarted agent is polling again within this
 
 
+@pytest.mark.timeout(150)  # overheat episodes in real time, the edge killed and restarted
 async def test_every_emitted_event_arrives_once_across_sigkills(
     processes: Processes, mosquitto: str, sqlite_url: str, topics: Topics, tmp_path: Path
 ) -> None:
