@@ -60,7 +60,7 @@ class CentralServer:
         except asyncio.CancelledError:
             # stopped while starting (Ctrl-C): start-up runs to its end and uvicorn shuts down
             # at once, rather than the lifespan being cancelled half-way (an error to uvicorn)
-            self._server.should_exit = True
+            self.request_stop()
             with contextlib.suppress(Exception, SystemExit):
                 await self._task
             self._task = None
@@ -79,8 +79,9 @@ class CentralServer:
             self._reload = asyncio.ensure_future(asyncio.to_thread(live.reload))
 
     def request_stop(self) -> None:
-        """Shut down gracefully: in-flight requests finish, then the workers stop (a stop asked
-        for during start-up takes effect as soon as start-up is done)."""
+        """Shut down gracefully: in-flight requests finish, then the workers stop. Asked for
+        during start-up, the step under way finishes and the rest is skipped."""
+        self.app.state.stop_requested = True
         self._server.should_exit = True
 
     async def serve(self, *, stop_signals: bool = True) -> None:

@@ -329,7 +329,9 @@ def _need(value: str | None, flag: str, env: str) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fieldloop.demo import DemoOptions, run_demo
+    from fieldloop.demo import DemoOptions, preload, run_demo
+
+    preload()
 
     opts = DemoOptions(
         check=args.check,

@@ -285,6 +285,20 @@ def _expect(r: httpx.Response, what: str) -> None:
         raise DemoFailed(f"{what} failed: HTTP {r.status_code} {r.text}")
 
 
+def preload() -> None:
+    """Import what the demo runs before its event loop starts. On a loaded machine the imports
+    take seconds; a stop signal during them then ends the process at once, where inside the
+    loop it would wait for them to finish."""
+    import importlib
+
+    for module in (
+        "central.server", "central.services.audit", "central.services.engineers",
+        "central.services.users", "edge_agent.agent", "fieldloop.embedded_broker",
+        "simulators.site",
+    ):  # fmt: skip
+        importlib.import_module(module)
+
+
 async def run_demo(opts: DemoOptions) -> int:
     from central.server import CentralServer
     from central.settings import Settings

@@ -134,7 +134,17 @@ def create_app(
         app.state.telemetry = await asyncio.to_thread(store_for, engine, retention)
         app.state.ingest_policy = policy
         app.state.live_rules = live_rules
-        await asyncio.to_thread(live_rules.reload)  # a rejected set is logged, never fatal
+        if not app.state.stop_requested:
+            await asyncio.to_thread(live_rules.reload)  # a rejected set is logged, never fatal
+        if app.state.stop_requested:
+            # asked to stop while starting (Ctrl-C): start nothing more; uvicorn shuts down
+            # without serving a request
+            try:
+                yield
+            finally:
+                await asyncio.to_thread(live_rules.close)
+                engine.dispose()
+            return
         app.state.token_cache = TokenCache()
         log.info("central storage: %s", engine.url.render_as_string(hide_password=True))
         task: asyncio.Task[None] | None = None
@@ -194,6 +204,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.stop_requested = False  # CentralServer.request_stop: cut a start-up short
     errors.install(app)
     for module in (
         tickets, attachments, follow, auth, edge, webhooks, report_form, rules, meta, board,

@@ -416,6 +416,7 @@ def _many_rules(kind: str, n: int) -> RuleSet:
     return load_ruleset(Path(f"many-{kind}.yaml"), json.dumps(doc))
 
 
+@pytest.mark.timeout(180)  # 1,200 fact sets through 1,100 rules in durable-rules: CPU-bound
 @pytest.mark.parametrize("kind", ["PriorityRules", "ClassificationRules"])
 def test_over_1024_rules_and_messages_stay_within_durables_limits(kind: str) -> None:
     """1,100 rules and 1,200 tickets (tens of thousands of posts) to one ruleset: one lane
