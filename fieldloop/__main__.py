@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from fieldloop.stopping import STOP
+from fieldloop.stopping import SERVICES, STOP
 
 
 def main() -> int:
@@ -15,8 +15,7 @@ def main() -> int:
             from fieldloop.cli import main as run
         except KeyboardInterrupt:  # stopped while starting up
             print("fieldloop: stopped", file=sys.stderr)
-            # a service asked to stop has stopped (fieldloop.cli.SERVICES)
-            return 0 if sys.argv[1:2] in (["central"], ["edge"]) else STOP.exit_code
+            return 0 if sys.argv[1:2] and sys.argv[1] in SERVICES else STOP.exit_code
         return run()
     finally:
         if STOP.requested:

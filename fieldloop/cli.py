@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from fieldloop import __version__, logs
 from fieldloop.net import PortInUseError
-from fieldloop.stopping import STOP, Stopped, until_stopped
+from fieldloop.stopping import SERVICES, STOP, Stopped, until_stopped
 from fieldloop.yamlfile import FileError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -606,9 +606,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "audit": cmd_audit,
     "rules": cmd_rules,
 }
-
-
-SERVICES = ("central", "edge")  # long-running: a requested stop, even during start-up, exits 0
 
 
 def _settings_problems(exc: ValidationError) -> str:

@@ -24,6 +24,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 GRACE = 4.0  # seconds from the first stop signal to the end of the process, at the latest
+# Long-running commands: asked to stop, even during start-up, they exit 0 (systemd's clean stop)
+SERVICES = ("central", "edge")
 
 
 class Stopped(Exception):

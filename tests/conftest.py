@@ -197,14 +197,11 @@ def timescale_url() -> Iterator[str]:
 
     url = make_url(base)
     admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"fl_ts_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    name = _create_database(admin)
     try:
         yield url.set(database=name).render_as_string(hide_password=False)
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_database(admin, name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "timescaledb"])
